@@ -1,0 +1,13 @@
+"""Generate a data set: python generate.py data=ns2d [data.resolution=...] (resumes if interrupted)."""
+import hydra
+
+
+@hydra.main(config_path="conf", config_name="generate", version_base="1.3")
+def main(cfg):
+    from neuropde.run import generate
+
+    generate(cfg)
+
+
+if __name__ == "__main__":
+    main()

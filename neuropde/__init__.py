@@ -1,0 +1,3 @@
+"""neuropde: neural operators and physics-informed learning with Lightning and Hydra."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""PNG plots of truth / prediction / error, at validation end and from predict.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+
+
+def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=None, title: str = "") -> Path:
+    """Save a grid of truth / prediction / |error| images.
+
+    truth, pred : arrays (T, X, Y); ``frames`` : frame indices to show (default first, middle, last).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth, pred = np.asarray(truth, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    T = truth.shape[0]
+    frames = frames if frames is not None else sorted({0, T // 2, T - 1})
+    fig, axes = plt.subplots(3, len(frames), figsize=(3.2 * len(frames), 9), squeeze=False)
+    vmin, vmax = truth[frames].min(), truth[frames].max()
+    err = np.abs(pred - truth)
+    for j, t in enumerate(frames):
+        for i, (img, name, kw) in enumerate([
+            (truth[t], "truth", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
+            (pred[t], "prediction", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
+            (err[t], "|error|", dict(cmap="magma")),
+        ]):
+            ax = axes[i, j]
+            im = ax.imshow(img.T, origin="lower", **kw)
+            rel = np.linalg.norm(pred[t] - truth[t]) / max(np.linalg.norm(truth[t]), 1e-12)
+            ax.set_title(f"{name}, frame {t + 1}" + (f"\nrel L2 {rel:.2e}" if i == 2 else ""), fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+class ValidationPlots(L.Callback):
+    """Plot the first validation sample at the end of every ``every_n_epochs``-th validation."""
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1):
+        self.dirpath, self.every = Path(dirpath), max(int(every_n_epochs), 1)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        example = getattr(pl_module, "example", None)
+        if example is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if trainer.current_epoch % self.every and not trainer.is_last_batch:
+            return
+        truth, pred = example
+        if truth.dim() != 4:  # (1, T, X, Y) fields only
+            return
+        plot_fields(truth[0].numpy(), pred[0].float().numpy(),
+                    self.dirpath / f"val_epoch{trainer.current_epoch:03d}.png",
+                    title=f"validation, epoch {trainer.current_epoch}")

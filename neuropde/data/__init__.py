@@ -1,0 +1,1 @@
+"""Data: HDF5 store, generators built on neuropde.pde, datamodules."""

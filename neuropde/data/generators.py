@@ -1,0 +1,111 @@
+"""Data generators built on the solvers in :mod:`neuropde.pde`.
+
+A generator is chosen by ``data.equation``; it turns the data config into the store config (what
+the manifest hashes) and into a ``make_shard(start, stop)`` function for :class:`DataStore`.
+Every sample is seeded by ``(seed, split, index)`` alone, so the same sample is the same physical
+solution whatever the shard size, the device, or the stored resolution.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from neuropde.data.store import SPLITS, DataStore
+
+log = logging.getLogger(__name__)
+
+_SPLIT_ID = {"train": 0, "val": 1, "test": 2}
+
+
+def sample_seed(seed: int, split: str, index: int) -> int:
+    """Independent, reproducible seed of one sample."""
+    return int(np.random.SeedSequence([seed, _SPLIT_ID[split], index]).generate_state(1)[0])
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def store_config(data_cfg: dict) -> dict:
+    """The part of the data config that defines the files (hashed into the manifest)."""
+    gen = {k: v for k, v in data_cfg["generator"].items() if k not in ("device", "shard_size", "progress")}
+    return {"equation": data_cfg["equation"], "resolution": data_cfg["resolution"],
+            "seed": data_cfg["seed"], "samples": dict(data_cfg["samples"]), "generator": gen}
+
+
+def data_store(data_cfg: dict, root: str | Path) -> DataStore:
+    """Data sets live in ``root/<name>/<resolution>/`` so several resolutions coexist."""
+    return DataStore(Path(root) / data_cfg["name"] / str(data_cfg["resolution"]), store_config(data_cfg))
+
+
+def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: bool = True) -> DataStore:
+    """Generate the splits that are missing or stale; return the store."""
+    store = data_store(data_cfg, root)
+    for split in splits:
+        if store.is_complete(split):
+            continue
+        log.info("generating %s/%s into %s", data_cfg["name"], split, store.dir)
+        make_shard = GENERATORS[data_cfg["equation"]](data_cfg, split)
+        store.write_split(split, int(data_cfg["samples"][split]),
+                          int(data_cfg["generator"].get("shard_size", 32)), make_shard,
+                          attrs=store.config, progress=progress)
+    return store
+
+
+def _downsample(fields: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(..., n, n) -> (..., r, r): point values when r divides n, else Fourier resampling."""
+    from neuropde.pde.spectral import fourier_resample
+
+    n = fields.shape[-1]
+    if n == resolution:
+        return fields
+    if n % resolution == 0:
+        step = n // resolution
+        return fields[..., ::step, ::step]
+    return fourier_resample(fields, resolution)
+
+
+def navier_stokes(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """Vorticity trajectories of 2D incompressible Navier–Stokes (see :mod:`neuropde.pde.navier_stokes`)."""
+    from neuropde.pde import navier_stokes as ns
+
+    g = data_cfg["generator"]
+    resolution = int(data_cfg["resolution"])
+    n = max(int(g["solve_resolution"]), resolution)
+    device = pick_device(g.get("device", "auto"))
+    dtype = getattr(torch, g.get("solve_dtype", "float64"))
+    L = float(g["L"])
+    forcing = {"fno": lambda: ns.fno_forcing(n, L),
+               "kolmogorov": lambda: ns.kolmogorov_forcing(n, L, k=int(g.get("kolmogorov_k", 4))),
+               "none": lambda: None}
+    if g["forcing"] not in forcing:
+        raise ValueError(f"unknown forcing {g['forcing']!r}; choose one of {sorted(forcing)}")
+    f = forcing[g["forcing"]]()
+    solver = ns.NavierStokes2D(n, L=L, nu=float(g["nu"]), forcing=None if f is None else f.to(device, dtype),
+                               dtype=dtype, device=device)
+    record = float(g["t_warmup"]) + float(g["dt_snap"]) * np.arange(int(g["n_frames"]))
+
+    def initial(seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        if g["initial"] == "grf":
+            return ns.gaussian_random_field(1, n, L=L, alpha=float(g["grf_alpha"]), tau=float(g["grf_tau"]),
+                                            generator=gen, dtype=dtype, device=device)
+        if g["initial"] == "mcwilliams":
+            return ns.mcwilliams_vorticity(1, n, L=L, generator=gen, dtype=dtype, device=device)
+        raise ValueError(f"unknown initial condition {g['initial']!r}; choose grf or mcwilliams")
+
+    def make_shard(start: int, stop: int):
+        w0 = torch.cat([initial(sample_seed(int(data_cfg["seed"]), split, i)) for i in range(start, stop)])
+        traj = solver.simulate(w0, float(g["dt"]), record.tolist())
+        return _downsample(traj, resolution).float().cpu().numpy(), record
+
+    return make_shard
+
+
+GENERATORS = {"navier_stokes": navier_stokes}

@@ -1,0 +1,71 @@
+"""neuraloperator's FNO (Li et al., arXiv 2010.08895) as the baseline operator on trajectory windows.
+
+The T_in input frames are the input channels and the T_out output frames the output channels of
+a 2D FNO. Two known problems of neuraloperator 2.0 are handled here: its SpectralConv gives wrong
+results on odd grid sizes (odd grids are Fourier-resampled to the next even size and back), and
+its ``state_dict`` carries a ``_metadata`` dict with Python callables (stripped by the task, so
+checkpoints load with ``weights_only=True``).
+"""
+from __future__ import annotations
+
+import torch
+from neuralop.models import FNO as _NeuralopFNO
+from torch import nn
+
+
+class FNO(nn.Module):
+    """2D FNO over frames-as-channels.
+
+    Parameters
+    ----------
+    t_in, t_out : input / output frames (channels).
+    modes : Fourier modes kept per spatial axis.
+    width : hidden channels; ``n_layers`` : Fourier layers.
+    """
+
+    def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 20,
+                 n_layers: int = 4, positional_embedding: str | None = "grid"):
+        super().__init__()
+        self.t_in, self.t_out = int(t_in), int(t_out)
+        self.fno = _NeuralopFNO(n_modes=tuple(modes), in_channels=self.t_in, out_channels=self.t_out,
+                                hidden_channels=int(width), n_layers=int(n_layers),
+                                positional_embedding=positional_embedding)
+
+    def forward(self, x: torch.Tensor, t_out: int | None = None) -> torch.Tensor:
+        """x: (B, t_in, X, Y) -> (B, t_out, X, Y)."""
+        if x.shape[1] != self.t_in:
+            raise ValueError(f"this FNO takes {self.t_in} input frames, got {x.shape[1]}; "
+                             f"set data.window.t_in={self.t_in}")
+        if t_out not in (None, self.t_out):
+            raise ValueError(f"this FNO predicts exactly {self.t_out} frames (got t_out={t_out}); "
+                             "use model=sfno for trajectories of any length")
+        size = x.shape[-2:]
+        even = tuple(n + n % 2 for n in size)
+        if even != tuple(size):
+            return resample(self.fno(resample(x, even)), tuple(size))
+        return self.fno(x)
+
+
+def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Fourier resampling of periodic fields (..., X, Y) -> (..., *size), one axis at a time.
+
+    Keeps the frequencies |k| < min(n, n_new)/2 that both grids hold symmetrically (an even grid's
+    Nyquist mode is dropped), so it is exact for fields band-limited below both Nyquist limits.
+    """
+    for axis, n_new in zip((-2, -1), size):
+        n = x.shape[axis]
+        if n == n_new:
+            continue
+        kmax = (min(n, n_new) - 1) // 2
+        xh = torch.fft.fft(x, dim=axis)
+        shape = list(xh.shape)
+        shape[axis] = n_new
+        out = xh.new_zeros(shape)
+        lo = [slice(None)] * xh.dim()
+        lo[axis] = slice(0, kmax + 1)
+        out[tuple(lo)] = xh[tuple(lo)]
+        if kmax:
+            lo[axis] = slice(-kmax, None)
+            out[tuple(lo)] = xh[tuple(lo)]
+        x = torch.fft.ifft(out, dim=axis).real * (n_new / n)
+    return x

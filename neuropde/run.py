@@ -1,0 +1,237 @@
+"""train(cfg) / predict(cfg) / generate(cfg): plain functions behind the thin Hydra scripts.
+
+Each returns its metrics as a dict and writes into its run directory (the Hydra run dir, or
+``cfg.run_dir`` when called without Hydra): ``config.yaml``, ``metrics.json``, checkpoints,
+logs and plots.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from neuropde import __version__, checkpoint
+from neuropde.callbacks.plots import ValidationPlots, plot_fields
+from neuropde.data.datamodule import TrajectoryDataModule
+from neuropde.data.generators import ensure_generated
+from neuropde.data.store import SPLITS, atomic_write_json
+from neuropde.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+# --------------------------------------------------------------------------------------- helpers
+def run_dir(cfg: DictConfig) -> Path:
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg.get("run_dir"):
+        d = Path(cfg.run_dir)
+    elif HydraConfig.initialized():
+        d = Path(HydraConfig.get().runtime.output_dir)
+    else:
+        d = Path("outputs/run")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def hydra_choices() -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
+
+
+def data_root(cfg: DictConfig) -> Path:
+    return Path(os.environ.get("NEUROPDE_DATASETS") or cfg.get("data_root") or "datasets")
+
+
+def to_dict(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def _data_kind(name: str) -> str | None:
+    """``spec.kind`` of ``conf/data/<name>.yaml``, following its defaults list (presets inherit it)."""
+    path = CONF_DIR / "data" / f"{name}.yaml"
+    if not path.exists():
+        return None
+    node = yaml.safe_load(path.read_text()) or {}
+    if "kind" in node.get("spec", {}):
+        return node["spec"]["kind"]
+    parents = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+    return next((k for k in map(_data_kind, parents) if k), None)
+
+
+def datasets_of_kind(kinds) -> list[str]:
+    """Names of ``conf/data/*.yaml`` whose ``spec.kind`` is one of ``kinds``."""
+    return [f.stem for f in sorted((CONF_DIR / "data").glob("*.yaml")) if _data_kind(f.stem) in kinds]
+
+
+def check_compatible(cfg: DictConfig) -> None:
+    """Fail early, naming the data sets the model takes, when model and data don't fit."""
+    kinds = list(cfg.model.get("data_kinds", []))
+    kind = cfg.data.spec.kind
+    if kinds and kind not in kinds:
+        raise UserError(f"model={cfg.model.family} does not take data={cfg.data.name} (a {kind} data set); "
+                        f"it takes: {', '.join(datasets_of_kind(kinds)) or kinds}")
+
+
+def build_datamodule(cfg: DictConfig, progress: bool = True) -> TrajectoryDataModule:
+    return TrajectoryDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
+
+
+def build_task(cfg: DictConfig, stats: dict | None):
+    """Instantiate the network and its task from the (resolved) config."""
+    net = instantiate(cfg.model.net, _convert_="all")
+    task = instantiate(cfg.model.task, net=net, optimizer=to_dict(cfg.optimizer),
+                       scheduler=to_dict(cfg.scheduler) if cfg.get("scheduler") else None,
+                       stats=stats, _convert_="all", _recursive_=False)
+    return task
+
+
+def write_config(cfg: DictConfig, directory: Path) -> None:
+    tmp = directory / "config.yaml.tmp"
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, directory / "config.yaml")
+
+
+def _metrics(values: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (int, float, torch.Tensor)) else v) for k, v in values.items()}
+
+
+# ----------------------------------------------------------------------------------------- train
+def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="min",
+                              save_last=True, auto_insert_metric_name=False)
+    callbacks = [ckpt_cb, ValidationPlots(out / "plots", every_n_epochs=cfg.get("plot_every_n_epochs", 1))]
+    logger = CSVLogger(out, name="logs", version="") if cfg.get("logger", "csv") == "csv" else False
+    return L.Trainer(**to_dict(cfg.trainer), callbacks=callbacks, logger=logger, default_root_dir=out)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the metrics."""
+    if cfg.get("resume") and cfg.get("init_from"):
+        raise UserError("resume= continues a run and init_from= starts a new one from weights: give only one")
+    out = run_dir(cfg)
+    check_compatible(cfg)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    write_config(cfg, out)
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    task = build_task(cfg, dm.stats)
+    task.meta = {"config": to_dict(cfg), "choices": hydra_choices(), "version": __version__,
+                 "stats": dm.stats}
+    if cfg.get("init_from"):
+        checkpoint.load_weights(task, cfg.init_from)
+    resume = str(checkpoint.resolve_path(cfg.resume)) if cfg.get("resume") else None
+    if resume:
+        checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
+    n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in task.net.parameters())
+    log.info("model %s: %s real parameters; run dir %s", cfg.model.family, f"{n_params:,}", out)
+
+    trainer = build_trainer(cfg, out, monitor=cfg.get("monitor", "val/rel_l2"))
+    trainer.fit(task, datamodule=dm, ckpt_path=resume)
+    metrics = {k: v for k, v in _metrics(trainer.callback_metrics).items() if k.startswith("val/")}
+    best = trainer.checkpoint_callback.best_model_path or None
+    tested = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
+    metrics.update(_metrics(tested[0] if tested else {}))
+    metrics.update({"params": n_params, "epochs": trainer.current_epoch, "best_ckpt": best})
+    if trainer.is_global_zero:
+        atomic_write_json(out / "metrics.json", metrics)
+        log.info("test/rel_l2 %.4g (persistence %.4g); metrics in %s", metrics.get("test/rel_l2", float("nan")),
+                 metrics.get("test/rel_l2_persistence", float("nan")), out / "metrics.json")
+    return metrics
+
+
+# --------------------------------------------------------------------------------------- predict
+def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
+    """The checkpoint's config, with the data swapped (``data=``) or edited (``data.key=``)."""
+    stored = OmegaConf.create(ckpt["neuropde"]["config"])
+    data = cfg.get("data")
+    if data:
+        data = to_dict(data)
+        merged = data if "equation" in data else OmegaConf.merge(stored.data, data)
+        OmegaConf.set_struct(stored, False)
+        stored.data = merged
+    if cfg.get("data_root"):
+        stored.data_root = cfg.data_root
+    stored.run_dir = str(run_dir(cfg))
+    return stored
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Run a checkpoint on a split; write ``predictions.h5``, ``metrics.json`` and plots."""
+    import h5py
+    from tqdm.auto import tqdm
+
+    from neuropde.losses import rel_l2, rel_l2_per_frame
+
+    ckpt = checkpoint.read(cfg.ckpt)
+    pcfg = predict_config(cfg, ckpt)
+    out = Path(pcfg.run_dir)
+    write_config(pcfg, out)
+    check_compatible(pcfg)
+    split = cfg.get("split", "test")
+    if split not in SPLITS:
+        raise UserError(f"split={split} is not a split; choose one of {', '.join(SPLITS)}")
+    dm = build_datamodule(pcfg)
+    task = build_task(pcfg, ckpt["neuropde"].get("stats"))
+    task.load_state_dict(ckpt["state_dict"])
+    device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    task.to(device).eval()
+
+    preds, truths, inputs = [], [], []
+    with torch.no_grad():
+        for x, y in tqdm(dm.predict_dataloader(split), desc=f"predict {split}"):
+            preds.append(task(x.to(device), y.shape[1]).cpu())
+            truths.append(y)
+            inputs.append(x[:, -1:])
+    pred, truth, last = torch.cat(preds), torch.cat(truths), torch.cat(inputs)
+    res = pcfg.data.resolution
+    metrics = {"rel_l2": float(rel_l2(pred, truth)),
+               "rel_l2_persistence": float(rel_l2(last.expand_as(truth), truth)),
+               "rel_l2_per_frame": rel_l2_per_frame(pred, truth).tolist(),
+               "resolution": int(res), "split": split, "samples": int(pred.shape[0]),
+               "ckpt": str(checkpoint.resolve_path(cfg.ckpt)),
+               "trained_resolution": int(ckpt["neuropde"]["config"]["data"]["resolution"])}
+    metrics = {f"{split}/{k}" if k.startswith("rel_l2") else k: v for k, v in metrics.items()}
+
+    tmp = out / "predictions.h5.tmp"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("predictions", data=pred.float().numpy())
+        f.create_dataset("targets", data=truth.numpy())
+        f.attrs["ckpt"] = metrics["ckpt"]
+        f.attrs["split"] = split
+        f.attrs["resolution"] = int(res)
+    os.replace(tmp, out / "predictions.h5")
+    atomic_write_json(out / "metrics.json", metrics)
+    for i in range(min(int(cfg.get("n_plots", 2)), pred.shape[0])):
+        plot_fields(truth[i].numpy(), pred[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
+                    title=f"{split} sample {i}, {res}², rel L2 {float(rel_l2(pred[i:i+1], truth[i:i+1])):.2e}")
+    log.info("%s/rel_l2 %.4g at %d² (persistence %.4g); outputs in %s", split, metrics[f"{split}/rel_l2"],
+             res, metrics[f"{split}/rel_l2_persistence"], out)
+    return metrics
+
+
+# -------------------------------------------------------------------------------------- generate
+def generate(cfg: DictConfig) -> dict:
+    """Generate (or complete) every split of ``cfg.data``; return where they are."""
+    store = ensure_generated(to_dict(cfg.data), data_root(cfg), splits=cfg.get("splits") or SPLITS)
+    info = {"dir": str(store.dir), "files": {s: str(store.path(s)) for s in SPLITS if store.path(s).exists()}}
+    log.info("data set %s ready in %s", cfg.data.name, store.dir)
+    print(json.dumps(info))
+    return info

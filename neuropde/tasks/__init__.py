@@ -1,0 +1,1 @@
+"""Tasks: how models are trained (base, supervised operators, ...)."""

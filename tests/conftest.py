@@ -1,0 +1,45 @@
+"""Shared fixtures: a per-session data root and config composition without the command line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """Generated test data sets live here for the whole session (tiny presets: seconds)."""
+    root = tmp_path_factory.mktemp("datasets")
+    os.environ["NEUROPDE_DATASETS"] = str(root)
+    return root
+
+
+def compose(config: str = "train", overrides: list[str] | None = None):
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return _compose(config_name=config, overrides=overrides or [])
+
+
+def run_script(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """Run one of the repository's scripts as a user would; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_fno(data_root, tmp_path_factory):
+    """One tiny FNO run shared by the checkpoint / predict tests: (run_dir, metrics)."""
+    from neuropde.run import train
+
+    out = tmp_path_factory.mktemp("fno_run")
+    cfg = compose("train", ["experiment=fno_tiny", f"run_dir={out}"])
+    return out, train(cfg)

@@ -1,0 +1,140 @@
+"""Train -> checkpoint -> predict, resume, init_from and bad input, through neuropde.run."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from neuropde import checkpoint
+from neuropde.errors import CheckpointError, UserError
+from neuropde.run import predict, train
+from tests.conftest import CONF, compose
+
+
+def families():
+    return sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("family", families())
+def test_every_family_has_tiny_settings_and_trains(family, data_root, tmp_path):
+    tiny = CONF / "experiment" / f"{family}_tiny.yaml"
+    assert tiny.exists(), f"model family {family} has no tiny test settings: add conf/experiment/{family}_tiny.yaml"
+    metrics = train(compose("train", [f"experiment={family}_tiny", f"run_dir={tmp_path}"]))
+    for key in ("test/rel_l2", "test/rel_l2_persistence", "val/rel_l2", "test/h1", "test/rel_l2_frame01"):
+        assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test/rel_l2"] == pytest.approx(metrics["test/rel_l2"])
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert resolved["model"]["family"] == family and "${" not in (tmp_path / "config.yaml").read_text()
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = torch.load(tmp_path / "checkpoints" / name, map_location="cpu", weights_only=True)
+        assert ckpt["neuropde"]["config"]["model"]["family"] == family
+        assert ckpt["neuropde"]["choices"] == {} or ckpt["neuropde"]["choices"]["model"] == family
+        assert all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values())
+    assert list((tmp_path / "plots").glob("val_epoch*.png"))
+
+
+def test_predict_needs_only_the_checkpoint_and_does_zero_shot(trained_fno, tmp_path):
+    run, metrics = trained_fno
+    out = tmp_path / "pred"
+    m = predict(compose("predict", [f"ckpt={run / 'checkpoints' / 'best.ckpt'}", f"run_dir={out}"]))
+    # same weights, same test windows as the training run's own test
+    assert m["test/rel_l2"] == pytest.approx(metrics["test/rel_l2"], rel=1e-4)
+    assert m["test/rel_l2_persistence"] == pytest.approx(metrics["test/rel_l2_persistence"], rel=1e-4)
+    for f in ("predictions.h5", "metrics.json", "config.yaml"):
+        assert (out / f).exists(), f
+    assert list((out / "plots").glob("test_*.png"))
+    # zero-shot at twice the training resolution: a run dir works as ckpt too
+    out2 = tmp_path / "pred64"
+    m64 = predict(compose("predict", [f"ckpt={run}", "+data.resolution=64", f"run_dir={out2}"]))
+    assert m64["resolution"] == 64 and m64["trained_resolution"] == 32
+    assert 0 < m64["test/rel_l2"] < 10 and m64["test/rel_l2"] == m64["test/rel_l2"]
+    import h5py
+
+    with h5py.File(out2 / "predictions.h5") as f:
+        assert f["predictions"].shape[-2:] == (64, 64)
+
+
+def test_resume_continues_exactly(data_root, tmp_path):
+    base = ["experiment=fno_tiny", "trainer.max_epochs=3"]
+    full = train(compose("train", base + [f"run_dir={tmp_path / 'full'}"]))
+    train(compose("train", ["experiment=fno_tiny", "trainer.max_epochs=1", f"run_dir={tmp_path / 'a'}"]))
+    # a one-epoch run ends its schedule early; resuming with max_epochs=3 continues from epoch 1
+    resumed = train(compose("train", base + [f"resume={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}",
+                                             f"run_dir={tmp_path / 'b'}"]))
+    assert resumed["epochs"] == full["epochs"] == 3
+    w_full = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    w_res = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for k in w_full:
+        assert torch.allclose(w_full[k], w_res[k], atol=1e-6), k
+
+
+def test_init_from_loads_matching_weights(trained_fno, tmp_path):
+    run, _ = trained_fno
+    cfg = compose("train", ["experiment=fno_tiny", f"init_from={run}", "trainer.max_epochs=0",
+                            f"run_dir={tmp_path}"])
+    from neuropde.run import build_task
+
+    task = build_task(cfg, None)
+    assert checkpoint.load_weights(task, run) > 0
+    src = checkpoint.read(run)["state_dict"]
+    assert all(torch.equal(task.state_dict()[k], v) for k, v in src.items())
+    with pytest.raises(UserError, match="only one"):
+        train(compose("train", ["experiment=fno_tiny", f"init_from={run}", f"resume={run}", f"run_dir={tmp_path}"]))
+
+
+def test_checkpoint_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        checkpoint.read(tmp_path / "nope.ckpt")
+    bad = tmp_path / "corrupt.ckpt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.read(bad)
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not a neuropde checkpoint"):
+        checkpoint.read(other)
+    with pytest.raises(CheckpointError, match="no checkpoint in directory"):
+        checkpoint.read(tmp_path)
+
+
+def test_model_data_mismatch_names_the_data_sets(data_root, tmp_path):
+    cfg = compose("train", ["experiment=fno_tiny", f"run_dir={tmp_path}", "model.data_kinds=[poisson_system]"])
+    with pytest.raises(UserError, match="does not take data=ns2d_tiny"):
+        train(cfg)
+    cfg = compose("train", ["experiment=fno_tiny", f"run_dir={tmp_path}"])
+    cfg.data.spec.kind = "something_else"
+    with pytest.raises(UserError, match="it takes: .*ns2d_tiny"):
+        train(cfg)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
+    import lightning as L
+
+    from neuropde.tasks.base import TrainingDiverged
+
+    class PoisonAtEpoch(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                with torch.no_grad():
+                    next(pl_module.net.parameters()).fill_(float("nan"))
+
+    cfg = compose("train", ["experiment=fno_tiny", "trainer.max_epochs=3", f"run_dir={tmp_path}"])
+    import neuropde.run as run
+
+    original = run.build_trainer
+
+    def with_poison(*args, **kwargs):
+        trainer = original(*args, **kwargs)
+        trainer.callbacks.append(PoisonAtEpoch())
+        return trainer
+
+    run.build_trainer = with_poison
+    try:
+        with pytest.raises(TrainingDiverged, match="diverged.*epoch 1"):
+            train(cfg)
+    finally:
+        run.build_trainer = original
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())

@@ -1,0 +1,22 @@
+"""Train a model: python train.py model=sfno data=ns2d [optimizer=...] [key=value ...]  (see README)."""
+import logging
+import sys
+
+import hydra
+
+from neuropde.errors import UserError
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg):
+    from neuropde.run import train
+
+    try:
+        return train(cfg).get("test/rel_l2")
+    except UserError as err:
+        logging.getLogger("neuropde").error(str(err))
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
