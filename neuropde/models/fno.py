@@ -2,7 +2,7 @@
 
 The T_in input frames are the input channels and the T_out output frames the output channels of
 a 2D FNO. Two known problems of neuraloperator 2.0 are handled here: its SpectralConv gives wrong
-results on odd grid sizes (odd grids are Fourier-resampled to the next even size and back), and
+results on odd grid sizes (an odd axis is Fourier-refined by 2 and the output subsampled back), and
 its ``state_dict`` carries a ``_metadata`` dict with Python callables (stripped by the task, so
 checkpoints load with ``weights_only=True``).
 """
@@ -39,10 +39,12 @@ class FNO(nn.Module):
         if t_out not in (None, self.t_out):
             raise ValueError(f"this FNO predicts exactly {self.t_out} frames (got t_out={t_out}); "
                              "use model=sfno for trajectories of any length")
-        size = x.shape[-2:]
-        even = tuple(n + n % 2 for n in size)
-        if even != tuple(size):
-            return resample(self.fno(resample(x, even)), tuple(size))
+        X, Y = x.shape[-2:]
+        if X % 2 or Y % 2:
+            # Run on the grid refined by 2 on the odd axes (exact Fourier interpolation of the
+            # input) and keep every other point: pointwise layers then see the original points.
+            fx, fy = 1 + X % 2, 1 + Y % 2
+            return self.fno(resample(x, (fx * X, fy * Y)))[..., ::fx, ::fy]
         return self.fno(x)
 
 

@@ -1,0 +1,55 @@
+"""The command line as users type it: unknown options, sweeps, DDP on 2 CPU processes, predict."""
+import json
+
+import pytest
+
+from tests.conftest import run_script
+
+
+def test_unknown_option_lists_the_choices(tmp_path):
+    res = run_script("train.py", "model=nope", cwd=tmp_path)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "model/nope" in out and "sfno" in out and "fno" in out
+
+
+def test_unknown_key_is_rejected(tmp_path):
+    res = run_script("train.py", "model.net.widht=3", cwd=tmp_path)
+    assert res.returncode != 0 and "widht" in res.stdout + res.stderr
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path):
+    res = run_script("predict.py", f"ckpt={tmp_path / 'missing.ckpt'}", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "checkpoint not found" in res.stdout + res.stderr and "Traceback" not in res.stderr
+
+
+def test_sweep_runs_each_job_in_a_readable_subdir(data_root, tmp_path):
+    res = run_script("train.py", "-m", "experiment=fno_tiny", "seed=0,1", "trainer.max_epochs=1",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    subdirs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert subdirs == ["0_experiment=fno_tiny,seed=0,trainer.max_epochs=1",
+                       "1_experiment=fno_tiny,seed=1,trainer.max_epochs=1"], subdirs
+    m0, m1 = (json.loads((tmp_path / "sweep" / d / "metrics.json").read_text()) for d in subdirs)
+    assert m0["test/rel_l2"] != m1["test/rel_l2"]  # different seeds, different models
+
+
+def test_ddp_on_two_cpu_processes(data_root, tmp_path):
+    res = run_script("train.py", "experiment=fno_tiny", "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=2", "trainer.max_epochs=1",
+                     "hydra.run.dir=ddp_run", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    out = res.stdout + res.stderr
+    assert "distributed_backend=gloo" in out and "All distributed processes registered" in out
+    metrics = json.loads((tmp_path / "ddp_run" / "metrics.json").read_text())
+    assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+
+
+def test_predict_cli_with_resolution_edit(trained_fno, tmp_path):
+    run, _ = trained_fno
+    res = run_script("predict.py", f"ckpt={run / 'checkpoints' / 'best.ckpt'}", "data.resolution=48",
+                     "hydra.run.dir=pred", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert metrics["resolution"] == 48 and metrics["test/rel_l2"] == metrics["test/rel_l2"]
