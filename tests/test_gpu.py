@@ -1,0 +1,36 @@
+"""GPU checks (run with `-m gpu` on a CUDA machine): same results as the CPU, training on the device."""
+import pytest
+import torch
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def test_solver_on_gpu_matches_cpu():
+    from neuropde.pde import NavierStokes2D, fno_forcing, gaussian_random_field
+
+    w0 = gaussian_random_field(4, 64, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for dev in ("cpu", "cuda"):
+        solver = NavierStokes2D(64, forcing=fno_forcing(64), device=dev)
+        out[dev] = solver.simulate(w0.to(dev), 0.01, [0.5, 1.0]).cpu()
+    assert torch.allclose(out["cpu"], out["cuda"], rtol=1e-10, atol=1e-10)
+
+
+def test_sfno_on_gpu_matches_cpu():
+    from neuropde.models.sfno import SFNO
+
+    torch.manual_seed(0)
+    model = SFNO(modes=(8, 8, 4), width=12, n_layers=3, t_latent=6).double()
+    x = torch.randn(2, 6, 32, 32, dtype=torch.float64)
+    cpu = model(x, 5)
+    gpu = model.cuda()(x.cuda(), 5).cpu()
+    assert torch.allclose(cpu, gpu, rtol=1e-9, atol=1e-9)
+
+
+def test_tiny_training_runs_on_gpu(tmp_path, data_root):
+    from neuropde.run import train
+    from tests.conftest import compose
+
+    metrics = train(compose("train", ["experiment=sfno_tiny", "trainer.accelerator=gpu", f"run_dir={tmp_path}"]))
+    assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
