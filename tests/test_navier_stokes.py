@@ -12,14 +12,7 @@ from neuropde.pde import (NavierStokes2D, dealias_mask, fno_forcing, fourier_res
 TWO_PI = 2 * math.pi
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these grids are tiny: one thread is fastest, and it avoids threads waiting on each other
-    # when the cores are shared with other jobs (which slowed this file down 20-fold)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grid(n, L=1.0):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_script
+from tests.conftest import CONF, run_script
 
 
 def test_unknown_option_lists_the_choices(tmp_path):
@@ -53,3 +53,12 @@ def test_predict_cli_with_resolution_edit(trained_fno, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())
     assert metrics["resolution"] == 48 and metrics["test/rel_l2"] == metrics["test/rel_l2"]
+
+
+def test_launcher_configs_resolve(tmp_path):
+    res = run_script("train.py", "hydra/launcher=local_joblib", "experiment=fno_tiny", "--cfg", "hydra",
+                     cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "JoblibLauncher" in res.stdout and "n_jobs: 2" in res.stdout
+    slurm = (CONF / "hydra" / "launcher" / "slurm.yaml").read_text()
+    assert "submitit_slurm" in slurm and "gpus_per_node: 1" in slurm

@@ -20,14 +20,7 @@ DEVICES = [
 TINY = dict(modes=(4, 4, 3), width=8, n_layers=3, t_latent=6)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a shared 2-core
-    # box OpenMP barriers then stall for seconds.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def band_limited(batch, frames, nx, ny, k_max=4, seed=0, dtype=torch.float64):

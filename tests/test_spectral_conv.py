@@ -11,14 +11,7 @@ from torch.func import functional_call
 from neuropde.nn import SpectralConv
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from intra-op threads, and on a shared 2-core
-    # box OpenMP barriers then stall for seconds.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def band_limited(shape, channels, k_max, seed=0):
