@@ -1,4 +1,4 @@
-"""Run a checkpoint: python predict.py ckpt=PATH [data=<name>] [data.resolution=128] [split=test]."""
+"""Run a checkpoint: python predict.py ckpt=PATH [data=<name>] [data.resolution=128] [split=test] [refine=true]."""
 import logging
 import sys
 
@@ -7,12 +7,22 @@ import hydra
 from neuropde.errors import UserError
 
 
-def _data_edits_as_appends(argv: list[str]) -> list[str]:
-    # predict.yaml has no data node of its own (the checkpoint carries it), so without `data=<name>`
-    # an edit like `data.resolution=128` must be appended to the empty node for Hydra to accept it.
-    if any(a.startswith("data=") for a in argv):
-        return argv
-    return ["+" + a if a.startswith("data.") else a for a in argv]
+def _shorthands(argv: list[str]) -> list[str]:
+    """Rewrite the two shorthands of this script into plain Hydra overrides.
+
+    - predict.yaml has no data node of its own (the checkpoint carries it), so without `data=<name>`
+      an edit like `data.resolution=128` is appended to the empty node (`+data.resolution=128`).
+    - `refine=true|false` means `refine.enabled=true|false` (`refine` is a config node of settings).
+    """
+    swap = any(a.startswith("data=") for a in argv)
+    out = []
+    for a in argv:
+        if a.startswith("data.") and not swap:
+            a = "+" + a
+        elif a.lower() in ("refine=true", "refine=false"):
+            a = "refine.enabled=" + a.split("=", 1)[1].lower()
+        out.append(a)
+    return out
 
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
@@ -27,5 +37,5 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    sys.argv = sys.argv[:1] + _data_edits_as_appends(sys.argv[1:])
+    sys.argv = sys.argv[:1] + _shorthands(sys.argv[1:])
     main()

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from neuropde import __version__, checkpoint
-from neuropde.callbacks.plots import ValidationPlots, plot_fields
+from neuropde.callbacks.plots import ValidationPlots, plot_estimate, plot_fields
 from neuropde.data.datamodule import TrajectoryDataModule
 from neuropde.data.generators import ensure_generated
 from neuropde.data.store import SPLITS, atomic_write_json
@@ -173,12 +173,35 @@ def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     return stored
 
 
+def residual_solver(pcfg: DictConfig, device: torch.device):
+    """The NavierStokes2D whose residual judges predictions on this data (None for other equations)."""
+    if pcfg.data.get("equation") != "navier_stokes":
+        return None
+    from neuropde.pde.residual import solver_for
+
+    g = pcfg.data.generator
+    return solver_for(int(pcfg.data.resolution), float(g.L), float(g.nu), str(g.forcing), torch.float64, device,
+                      kolmogorov_k=int(g.get("kolmogorov_k", 4)))
+
+
+def _estimate(x: torch.Tensor, pred: torch.Tensor, solver, dt: float, accuracy: int = 4) -> torch.Tensor:
+    """‖R(ω_θ)‖ in L²(0,T;H⁻¹) of each predicted trajectory, its last input frame prepended: (B,)."""
+    from neuropde.pde.residual import navier_stokes_residual, residual_norm
+
+    traj = torch.cat([x[:, -1:], pred], dim=1).double()
+    return residual_norm(navier_stokes_residual(traj, dt, solver, accuracy=accuracy), L=solver.L, s=-1.0, dt=dt)
+
+
 def predict(cfg: DictConfig) -> dict:
-    """Run a checkpoint on a split; write ``predictions.h5``, ``metrics.json`` and plots."""
+    """Run a checkpoint on a split; write ``predictions.h5``, ``metrics.json`` and plots.
+
+    On Navier–Stokes data every trajectory also gets the residual-based error estimate; with
+    ``refine.enabled`` an SFNO's output operator is fine-tuned per trajectory (Spectral-Refiner).
+    """
     import h5py
     from tqdm.auto import tqdm
 
-    from neuropde.losses import rel_l2, rel_l2_per_frame
+    from neuropde.losses import rel_l2, rel_l2_per_frame, sobolev_norm
 
     ckpt = checkpoint.read(cfg.ckpt)
     pcfg = predict_config(cfg, ckpt)
@@ -193,37 +216,81 @@ def predict(cfg: DictConfig) -> dict:
     task.load_state_dict(ckpt["state_dict"])
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     task.to(device).eval()
+    solver = residual_solver(pcfg, device)
+    opts = to_dict(cfg.get("refine") or {"enabled": False})
+    refining = bool(opts.pop("enabled", False))
+    opts["dtype"] = getattr(torch, str(opts.get("dtype", "float64")))
+    if refining and solver is None:
+        raise UserError("refine=true needs Navier–Stokes data (the residual is the Navier–Stokes equation's)")
+    dt = float(pcfg.data.generator.get("dt_snap", 1.0))
 
-    preds, truths, inputs = [], [], []
-    with torch.no_grad():
-        for x, y in tqdm(dm.predict_dataloader(split), desc=f"predict {split}"):
-            preds.append(task(x.to(device), y.shape[1]).cpu())
-            truths.append(y)
-            inputs.append(x[:, -1:])
-    pred, truth, last = torch.cat(preds), torch.cat(truths), torch.cat(inputs)
-    res = pcfg.data.resolution
-    metrics = {"rel_l2": float(rel_l2(pred, truth)),
-               "rel_l2_persistence": float(rel_l2(last.expand_as(truth), truth)),
-               "rel_l2_per_frame": rel_l2_per_frame(pred, truth).tolist(),
-               "resolution": int(res), "split": split, "samples": int(pred.shape[0]),
+    cols = {k: [] for k in ("pred", "truth", "last", "refined", "estimate", "estimate_refined")}
+    seconds = 0.0
+    for x, y in tqdm(dm.predict_dataloader(split), desc=f"predict {split}" + (" + refine" if refining else "")):
+        x = x.to(device)
+        if refining:
+            from neuropde.models.sfno_refine import refine
+
+            res = refine(task, x, y.shape[1], solver, dt, **opts)
+            pred, est = res.prediction, res.estimate
+            cols["refined"].append(res.refined.float().cpu())
+            cols["estimate_refined"].append(res.estimate_refined.cpu())
+            seconds += res.seconds
+        else:
+            with torch.no_grad():
+                pred = task(x, y.shape[1])
+                est = _estimate(x, pred, solver, dt) if solver is not None else None
+        cols["pred"].append(pred.float().cpu())
+        cols["truth"].append(y)
+        cols["last"].append(x[:, -1:].cpu())
+        if est is not None:
+            cols["estimate"].append(est.cpu())
+    cat = {k: torch.cat(v) for k, v in cols.items() if v}
+    pred, truth, last = cat["pred"], cat["truth"], cat["last"]
+    res = int(pcfg.data.resolution)
+    L = float(pcfg.data.spec.get("L", 1.0))
+    metrics = {f"{split}/rel_l2": float(rel_l2(pred, truth)),
+               f"{split}/rel_l2_persistence": float(rel_l2(last.expand_as(truth), truth)),
+               f"{split}/rel_l2_per_frame": rel_l2_per_frame(pred, truth).tolist(),
+               "rel_l2_per_sample": rel_l2(pred, truth, reduce=False).tolist(),
+               "resolution": res, "split": split, "samples": int(pred.shape[0]),
                "ckpt": str(checkpoint.resolve_path(cfg.ckpt)),
                "trained_resolution": int(ckpt["neuropde"]["config"]["data"]["resolution"])}
-    metrics = {f"{split}/{k}" if k.startswith("rel_l2") else k: v for k, v in metrics.items()}
+    if "estimate" in cat:
+        from scipy.stats import spearmanr
+
+        error = sobolev_norm((pred - truth).double(), 0.0, L, dt=dt)  # same Bochner scaling as the estimate
+        metrics.update({"estimate": cat["estimate"].tolist(), "error": error.tolist(),
+                        "estimate_spearman": float(spearmanr(cat["estimate"], error).statistic)})
+        plot_estimate(cat["estimate"].numpy(), error.numpy(), out / "plots" / "estimate_vs_error.png",
+                      title=f"{split}, {res}²: Spearman {metrics['estimate_spearman']:.2f}")
+    if refining:
+        refined = cat["refined"]
+        metrics.update({f"{split}/rel_l2_refined": float(rel_l2(refined, truth)),
+                        f"{split}/rel_l2_per_frame_refined": rel_l2_per_frame(refined, truth).tolist(),
+                        "rel_l2_per_sample_refined": rel_l2(refined, truth, reduce=False).tolist(),
+                        "estimate_refined": cat["estimate_refined"].tolist(),
+                        "seconds_per_refined_sample": seconds / pred.shape[0]})
 
     tmp = out / "predictions.h5.tmp"
     with h5py.File(tmp, "w") as f:
-        f.create_dataset("predictions", data=pred.float().numpy())
+        f.create_dataset("predictions", data=pred.numpy())
         f.create_dataset("targets", data=truth.numpy())
-        f.attrs["ckpt"] = metrics["ckpt"]
-        f.attrs["split"] = split
-        f.attrs["resolution"] = int(res)
+        if refining:
+            f.create_dataset("refined", data=cat["refined"].numpy())
+        if "estimate" in cat:
+            f.create_dataset("estimate", data=cat["estimate"].numpy())
+        f.attrs.update({"ckpt": metrics["ckpt"], "split": split, "resolution": res})
     os.replace(tmp, out / "predictions.h5")
     atomic_write_json(out / "metrics.json", metrics)
     for i in range(min(int(cfg.get("n_plots", 2)), pred.shape[0])):
-        plot_fields(truth[i].numpy(), pred[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
-                    title=f"{split} sample {i}, {res}², rel L2 {float(rel_l2(pred[i:i+1], truth[i:i+1])):.2e}")
-    log.info("%s/rel_l2 %.4g at %d² (persistence %.4g); outputs in %s", split, metrics[f"{split}/rel_l2"],
-             res, metrics[f"{split}/rel_l2_persistence"], out)
+        shown = cat["refined"] if refining else pred
+        plot_fields(truth[i].numpy(), shown[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
+                    title=f"{split} sample {i}, {res}², rel L2 {float(rel_l2(shown[i:i+1], truth[i:i+1])):.2e}"
+                    + (" (refined)" if refining else ""))
+    log.info("%s/rel_l2 %.4g at %d² (persistence %.4g)%s; outputs in %s", split, metrics[f"{split}/rel_l2"], res,
+             metrics[f"{split}/rel_l2_persistence"],
+             f", refined {metrics[f'{split}/rel_l2_refined']:.4g}" if refining else "", out)
     return metrics
 
 

@@ -45,6 +45,27 @@ def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=No
     return path
 
 
+def plot_estimate(estimate: np.ndarray, error: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Scatter of the residual-based error estimate against the true error, one point per trajectory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.loglog(error, estimate, "o", ms=4, alpha=0.7)
+    ax.set_xlabel("true error  ‖ω − ω_θ‖ (L²(0,T;L²))")
+    ax.set_ylabel("estimate  ‖R(ω_θ)‖ (L²(0,T;H⁻¹))")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 class ValidationPlots(L.Callback):
     """Plot the first validation sample at the end of every ``every_n_epochs``-th validation."""
 
