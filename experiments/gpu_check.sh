@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One lease of a GPU (H100/H200), under 8 minutes: GPU tests, solver speed, and a reduced main job
-# (SFNO on ns2d: 256 training trajectories solved at 256², stored at 64²) with its zero-shot error
-# at 256². Writes $OUT/summary.json (the table) and logs; prints the table last.
+# (SFNO on ns2d: 256 training trajectories solved at 256², stored at 64²), Spectral-Refiner at 64²,
+# and the zero-shot (and refined) error at 256². Writes $OUT/summary.json (the table) and logs; prints the table last.
 #
 #   device run, carry [".whl"]:  bash experiments/gpu_check.sh
 # .whl holds the wheels the GPU image lacks (../shared/GPU.md).
@@ -20,24 +20,26 @@ t0=$(date +%s)
 stage() { echo "== $1 ($(( $(date +%s) - t0 )) s)"; }
 
 stage "gpu tests"
-timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$OUT/gpu_tests.log" 2>&1
+timeout 100 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py > "$OUT/gpu_tests.log" 2>&1
 tail -2 "$OUT/gpu_tests.log"
 
 stage "solver speed"
-timeout 60 python3 experiments/bench/ns_solver_speed.py --device cuda 64x64 64x256 8x1024 > "$OUT/ns_speed.log" 2>&1
+timeout 40 python3 experiments/bench/ns_solver_speed.py --device cuda 64x64 64x256 8x1024 > "$OUT/ns_speed.log" 2>&1
 tail -5 "$OUT/ns_speed.log"
 
 stage "reduced main job: train.py model=sfno data=ns2d"
 RUN=/tmp/sfno_ns2d_run
-timeout 330 python3 train.py model=sfno data=ns2d scheduler=onecycle optimizer.lr=3e-3 \
+timeout 240 python3 train.py model=sfno data=ns2d scheduler=onecycle optimizer.lr=3e-3 \
   data.samples.train=256 data.samples.val=16 data.samples.test=16 \
   data.generator.t_warmup=10 data.generator.n_frames=30 data.generator.shard_size=144 \
-  trainer.max_epochs=12 trainer.enable_progress_bar=false run_dir=$RUN > "$OUT/train.log" 2>&1
+  trainer.max_epochs=10 trainer.enable_progress_bar=false run_dir=$RUN > "$OUT/train.log" 2>&1
 tail -3 "$OUT/train.log"
 
-stage "zero-shot at 256²"
-timeout 90 python3 predict.py ckpt=$RUN data.resolution=256 run_dir=/tmp/pred256 > "$OUT/predict.log" 2>&1
-tail -2 "$OUT/predict.log"
+stage "refine at 64², then zero-shot + refine at 256²"
+timeout 45 python3 predict.py ckpt=$RUN refine=true run_dir=/tmp/pred64 > "$OUT/predict64.log" 2>&1
+tail -1 "$OUT/predict64.log"
+timeout 75 python3 predict.py ckpt=$RUN data.resolution=256 refine=true run_dir=/tmp/pred256 > "$OUT/predict.log" 2>&1
+tail -1 "$OUT/predict.log"
 cp /tmp/pred256/plots/test_000.png "$OUT/zero_shot_256.png" 2>/dev/null
 cp $RUN/plots/$(ls $RUN/plots 2>/dev/null | tail -1) "$OUT/val_last.png" 2>/dev/null
 
@@ -51,6 +53,7 @@ def load(p):
     except Exception as err:
         return {"error": str(err)}
 train, pred = load("/tmp/sfno_ns2d_run/metrics.json"), load("/tmp/pred256/metrics.json")
+pred64 = load("/tmp/pred64/metrics.json")
 summary = {
     "gpu": (out / "gpu.txt").read_text().strip(),
     "gpu_tests": (out / "gpu_tests.log").read_text().strip().splitlines()[-1:],
@@ -58,7 +61,11 @@ summary = {
     "sfno_ns2d_test_rel_l2_64": train.get("test/rel_l2"),
     "sfno_ns2d_persistence_64": train.get("test/rel_l2_persistence"),
     "sfno_ns2d_epochs": train.get("epochs"),
+    "sfno_refined_rel_l2_64": pred64.get("test/rel_l2_refined"),
+    "sfno_estimate_spearman_64": pred64.get("estimate_spearman"),
+    "sfno_seconds_per_refined_sample_64": pred64.get("seconds_per_refined_sample"),
     "sfno_zero_shot_rel_l2_256": pred.get("test/rel_l2"),
+    "sfno_zero_shot_refined_rel_l2_256": pred.get("test/rel_l2_refined"),
     "sfno_zero_shot_persistence_256": pred.get("test/rel_l2_persistence"),
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=2))

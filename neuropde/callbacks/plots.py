@@ -7,16 +7,30 @@ import lightning as L
 import numpy as np
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on clusters and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=None, title: str = "") -> Path:
     """Save a grid of truth / prediction / |error| images.
 
     truth, pred : arrays (T, X, Y); ``frames`` : frame indices to show (default first, middle, last).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     truth, pred = np.asarray(truth, dtype=np.float64), np.asarray(pred, dtype=np.float64)
     T = truth.shape[0]
     frames = frames if frames is not None else sorted({0, T // 2, T - 1})
@@ -37,33 +51,18 @@ def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=No
             fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=80)
 
 
 def plot_estimate(estimate: np.ndarray, error: np.ndarray, path: str | Path, title: str = "") -> Path:
     """Scatter of the residual-based error estimate against the true error, one point per trajectory."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig, ax = _pyplot().subplots(figsize=(4.5, 4))
     ax.loglog(error, estimate, "o", ms=4, alpha=0.7)
     ax.set_xlabel("true error  ‖ω − ω_θ‖ (L²(0,T;L²))")
     ax.set_ylabel("estimate  ‖R(ω_θ)‖ (L²(0,T;H⁻¹))")
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=90)
 
 
 class ValidationPlots(L.Callback):
