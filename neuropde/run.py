@@ -239,7 +239,8 @@ def predict(cfg: DictConfig) -> dict:
         else:
             with torch.no_grad():
                 pred = task(x, y.shape[1])
-                est = _estimate(x, pred, solver, dt) if solver is not None else None
+                # 4th-order differences in time need 5 frames: the last input frame and 4 predicted
+                est = _estimate(x, pred, solver, dt) if solver is not None and y.shape[1] >= 4 else None
         cols["pred"].append(pred.float().cpu())
         cols["truth"].append(y)
         cols["last"].append(x[:, -1:].cpu())

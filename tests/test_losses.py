@@ -59,3 +59,15 @@ def test_relative_errors():
     assert rel_sobolev(1.5 * y, y, -1.0).item() == pytest.approx(0.5, rel=1e-5)
     with pytest.raises(ValueError, match="rel_l2, h1 or sobolev"):
         make_loss("l3")
+
+
+@pytest.mark.parametrize("s", [-2.0, -1.0, 0.0, 1.0, 2.0])
+def test_one_dimensional_mode(s):
+    L, k, n = 3.0, 5, 40
+    x = torch.arange(n, dtype=torch.float64) * L / n
+    u = torch.sin(2 * math.pi * k * x / L)[None]
+    expected = math.sqrt(L / 2 * (1 + 4 * math.pi ** 2 * k ** 2 / L ** 2) ** s)
+    assert sobolev_norm(u, s, L, ndim=1).item() == pytest.approx(expected, rel=1e-10)
+    # the same mode as space-time data (B, T, X) with T = 3 frames, dt = 0.5: Bochner sum
+    ut = u[:, None].expand(1, 3, n)
+    assert sobolev_norm(ut, s, L, ndim=1, dt=0.5).item() == pytest.approx(expected * math.sqrt(1.5), rel=1e-10)
