@@ -105,3 +105,25 @@ def test_windows_and_train_only_statistics(tmp_path):
     assert dm.stats["mean"] == pytest.approx(float(train.mean()), abs=1e-6)
     assert dm.stats["std"] == pytest.approx(float(train.std()), rel=1e-6)
     assert dm.stats["std"] != pytest.approx(float(dm.load("test").std()), rel=1e-6)
+
+
+def test_concurrent_generation_waits_for_the_lock(tmp_path):
+    """Two processes asking for the same data set: one generates, the other waits and reuses it."""
+    import fcntl
+    import threading
+    import time
+
+    cfg = tiny_data_cfg()
+    store = data_store(cfg, tmp_path)
+    store.dir.mkdir(parents=True)
+    lock = open(store.dir / ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # someone else is generating
+    done = []
+    t = threading.Thread(target=lambda: done.append(ensure_generated(cfg, tmp_path, splits=["val"], progress=False)))
+    t.start()
+    time.sleep(0.5)
+    assert not done and not store.path("val").exists()  # waiting, not generating beside the other
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
+    t.join(timeout=60)
+    assert done and done[0].is_complete("val")

@@ -7,6 +7,7 @@ solution whatever the shard size, the device, or the stored resolution.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 from pathlib import Path
 from typing import Callable
@@ -47,14 +48,22 @@ def data_store(data_cfg: dict, root: str | Path) -> DataStore:
 def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: bool = True) -> DataStore:
     """Generate the splits that are missing or stale; return the store."""
     store = data_store(data_cfg, root)
-    for split in splits:
-        if store.is_complete(split):
-            continue
-        log.info("generating %s/%s into %s", data_cfg["name"], split, store.dir)
-        make_shard = GENERATORS[data_cfg["equation"]](data_cfg, split)
-        store.write_split(split, int(data_cfg["samples"][split]),
-                          int(data_cfg["generator"].get("shard_size", 32)), make_shard,
-                          attrs=store.config, progress=progress)
+    missing = [s for s in splits if not store.is_complete(s)]
+    if not missing:
+        return store
+    store.dir.mkdir(parents=True, exist_ok=True)
+    # Sweep jobs sharing a data set must not generate it at the same time: one holds the lock,
+    # the others wait and then find the files complete.
+    with open(store.dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for split in missing:
+            if store.is_complete(split):
+                continue
+            log.info("generating %s/%s into %s", data_cfg["name"], split, store.dir)
+            make_shard = GENERATORS[data_cfg["equation"]](data_cfg, split)
+            store.write_split(split, int(data_cfg["samples"][split]),
+                              int(data_cfg["generator"].get("shard_size", 32)), make_shard,
+                              attrs=store.config, progress=progress)
     return store
 
 
