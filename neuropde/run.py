@@ -140,6 +140,12 @@ def train(cfg: DictConfig) -> dict:
     resume = str(checkpoint.resolve_path(cfg.resume)) if cfg.get("resume") else None
     if resume:
         checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
+    from neuropde.optim.grouping import describe, route_parameters
+
+    (out / "param_groups.txt").write_text(
+        f"update rule of every parameter under orthogonalised optimizers (optimizer=muon, ...);\n"
+        f"this run uses optimizer={hydra_choices().get('optimizer', cfg.optimizer.get('_target_'))}, "
+        f"and plain optimizers (adamw, adam) apply one rule to all\n\n{describe(route_parameters(task))}\n")
     n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in task.net.parameters())
     log.info("model %s: %s real parameters; run dir %s", cfg.model.family, f"{n_params:,}", out)
 

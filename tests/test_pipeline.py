@@ -86,8 +86,9 @@ def extra_callback(callback):
         run_module.build_trainer = original
 
 
-def test_resume_after_a_crash_continues_exactly(data_root, tmp_path):
-    base = ["experiment=fno_tiny", "trainer.max_epochs=3", "scheduler=onecycle"]
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_a_crash_continues_exactly(optimizer, data_root, tmp_path):
+    base = ["experiment=fno_tiny", "trainer.max_epochs=3", "scheduler=onecycle", f"optimizer={optimizer}"]
     full = train(compose("train", base + [f"run_dir={tmp_path / 'full'}"]))
     with extra_callback(CrashAtEpoch(2)), pytest.raises(RuntimeError, match="simulated crash"):
         train(compose("train", base + [f"run_dir={tmp_path / 'a'}"]))

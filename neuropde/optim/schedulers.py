@@ -9,11 +9,14 @@ import torch
 
 def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int, max_lr: float | None = None,
               div_factor: float = 1e3, final_div_factor: float = 1e4, pct_start: float = 0.3) -> dict:
-    """OneCycleLR stepped per batch (the SFNO recipe: div 1e3, final div 1e4)."""
-    max_lr = max_lr or optimizer.param_groups[0]["lr"]
+    """OneCycleLR stepped per batch (the SFNO recipe: div 1e3, final div 1e4); peaks at each group's lr."""
+    max_lr = max_lr or [g["lr"] for g in optimizer.param_groups]
+    groups = optimizer.param_groups
+    # momentum is cycled only when every group has the same kind (a combined Muon + AdamW has both)
+    cycle = all("betas" in g for g in groups) or all("momentum" in g for g in groups)
     sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(total_steps, 1),
                                                 div_factor=div_factor, final_div_factor=final_div_factor,
-                                                pct_start=pct_start)
+                                                pct_start=pct_start, cycle_momentum=cycle)
     return {"scheduler": sched, "interval": "step"}
 
 

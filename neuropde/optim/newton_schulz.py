@@ -1,0 +1,129 @@
+"""Batched Newton–Schulz orthogonalisation (Muon's NS5) for real and complex matrices.
+
+``newton_schulz`` maps a stack of matrices G = U S Vᴴ to approximately U Vᴴ (the polar factor),
+using only matrix products; ``orthogonalize_spectral_weight`` applies it per Fourier mode to
+FNO/SFNO spectral weights, and ``scale_factor`` gives the shape factors Muon multiplies it by.
+Algorithm and conventions: the project's optimizer reference notes (optimizers.md, sections 2.2–2.5).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["newton_schulz", "orthogonalize_spectral_weight", "scale_factor"]
+
+# Muon's quintic coefficients: maximal slope at 0, so small singular values grow fast (~485x over
+# five steps); the price is that outputs oscillate in ~[0.68, 1.13] instead of converging to 1.
+MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def _compute_dtype(input_dtype: torch.dtype, dtype: torch.dtype) -> torch.dtype:
+    """Working precision for ``input_dtype`` given the requested ``dtype``."""
+    if input_dtype.is_complex:
+        # There is no bf16/fp16 complex type: any reduced or single precision request means complex64.
+        return torch.complex128 if dtype in (torch.float64, torch.complex128) else torch.complex64
+    if dtype.is_complex:
+        raise ValueError(f"complex compute dtype {dtype} requested for real input {input_dtype}")
+    return dtype
+
+
+def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
+                  eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Approximate polar factor U Vᴴ of every matrix in a batch by the quintic Newton–Schulz iteration.
+
+    Each matrix is scaled to unit Frobenius norm (so its spectral norm is <= 1), then
+    ``steps`` times ``X <- a X + (b A + c A²) X`` with ``A = X Xᴴ``; every singular value follows
+    σ ↦ aσ + bσ³ + cσ⁵ while the singular vectors stay fixed.
+
+    Parameters
+    ----------
+    G : Tensor, shape (..., m, n)
+        Real or complex matrices (e.g. momentum buffers); leading dimensions are a batch.
+    steps : int
+        Number of iterations (5 in Muon).
+    coefficients : tuple of float
+        (a, b, c) of the odd quintic; Muon's defaults.
+    eps : float
+        Lower clamp of the Frobenius norm, so a zero matrix gives a zero (not NaN) output.
+    dtype : torch.dtype
+        Working precision: float32 (default), float64 or bfloat16 for real input. Complex input
+        always runs in complex64 (complex128 if float64/complex128 is asked).
+
+    Returns
+    -------
+    Tensor, shape (..., m, n), dtype of ``G``
+        The approximately orthogonalised matrices (singular values about [0.68, 1.13] for
+        input σ >= 1e-2·σ_max after 5 steps).
+    """
+    if G.ndim < 2:
+        raise ValueError(f"newton_schulz needs (..., m, n) matrices, got shape {tuple(G.shape)}")
+    if G.numel() == 0:
+        return G.clone()
+    a, b, c = coefficients
+    *batch, m, n = G.shape
+    X = G.reshape(-1, m, n).to(_compute_dtype(G.dtype, dtype))
+    # Iterate on the wide orientation: the Gram matrix X Xᴴ is then min(m, n)², the cheap side.
+    wide = m <= n
+    if not wide:
+        X = X.mH
+    # Frobenius norm bounds the spectral norm, putting every σ in (0, 1] where the map is designed.
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
+    X = X / norm.clamp_min(eps)
+    for _ in range(steps):
+        A = torch.bmm(X, X.mH)                         # (B, k, k), Hermitian
+        poly = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A²
+        X = torch.baddbmm(X, poly, X, beta=a)            # a X + poly X
+    if not wide:
+        X = X.mH
+    return X.reshape(*batch, m, n).to(G.dtype)
+
+
+def orthogonalize_spectral_weight(G: Tensor, **kw) -> Tensor:
+    """Newton–Schulz per Fourier mode of an FNO/SFNO spectral weight (or its gradient).
+
+    A spectral weight is one complex C_in x C_out channel-mixing matrix per retained mode; the
+    polar factor is taken for each such matrix independently, never for a flattened reshape.
+
+    Parameters
+    ----------
+    G : Tensor, shape (C_in, C_out, *modes)
+        Complex (or real) spectral weight; ``modes`` may be empty.
+    **kw
+        Passed to :func:`newton_schulz` (``steps``, ``coefficients``, ``eps``, ``dtype``).
+
+    Returns
+    -------
+    Tensor, shape (C_in, C_out, *modes), dtype of ``G``
+    """
+    if G.ndim < 2:
+        raise ValueError(f"spectral weight must be (C_in, C_out, *modes), got shape {tuple(G.shape)}")
+    # Mode axes to the front as the batch, (C_in, C_out) last as the matrix; then back.
+    mode_axes = tuple(range(2, G.ndim))
+    front = G.permute(*mode_axes, 0, 1)
+    out = newton_schulz(front, **kw)
+    return out.permute(G.ndim - 2, G.ndim - 1, *range(G.ndim - 2))
+
+
+def scale_factor(m: int, n: int, convention: str = "original") -> float:
+    """Factor multiplying the NS output of an m x n matrix (m = rows = fan_out for nn.Linear).
+
+    Parameters
+    ----------
+    m, n : int
+        Rows and columns of the matrix.
+    convention : {"original", "match_rms_adamw"}
+        "original": √max(1, m/n) (reference Muon, torch default), update RMS ≈ 1/√n.
+        "match_rms_adamw": 0.2·√max(m, n) (Moonlight), update RMS ≈ 0.2 like AdamW's, so AdamW
+        learning rates and weight decay can be reused.
+
+    Returns
+    -------
+    float
+    """
+    if convention == "original":
+        return math.sqrt(max(1.0, m / n))
+    if convention == "match_rms_adamw":
+        return 0.2 * math.sqrt(max(m, n))
+    raise ValueError(f"unknown scale convention {convention!r}; use 'original' or 'match_rms_adamw'")

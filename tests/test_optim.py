@@ -1,0 +1,136 @@
+"""Orthogonalised optimizers: routing, the combined optimizer, Muon on kernels and spectral weights."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from neuropde.models.fno import FNO
+from neuropde.models.sfno import SFNO
+from neuropde.optim.combined import CombinedOptimizer
+from neuropde.optim.grouping import route_parameters, rule_for
+from neuropde.optim.muon import MatrixMuon, muon
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def rules(module):
+    return {name: rule for rule, items in route_parameters(module).items() for name, _ in items}
+
+
+def test_routing_of_fno_and_sfno():
+    fno = rules(FNO(4, 4, (6, 6), 8, 2))
+    assert fno["fno.fno_blocks.convs.0.weight.tensor"] == "spectral"
+    assert fno["fno.fno_blocks.fno_skips.0.conv.weight"] == "matrix"  # 1x1 conv kernel as a matrix
+    assert fno["fno.fno_blocks.channel_mlp.0.fcs.0.weight"] == "matrix"
+    assert fno["fno.lifting.fcs.0.weight"] == fno["fno.projection.fcs.1.weight"] == "adamw"
+    assert fno["fno.fno_blocks.convs.0.bias"] == fno["fno.fno_blocks.channel_mlp.0.fcs.0.bias"] == "adamw"
+    assert fno["fno.fno_blocks.channel_mlp_skips.0.weight"] == "adamw"  # 1x8: its polar factor is g/|g|
+    sfno = rules(SFNO(modes=(4, 4, 3), width=8, n_layers=2, t_latent=4))
+    assert sfno["spectral.0.weight"] == sfno["lifting.sconv.weight"] == "spectral"
+    assert sfno["skip.0.weight"] == sfno["ffn.0.0.weight"] == "matrix"
+    assert sfno["output_operator.sconv.weight"] == sfno["output_operator.sconv.bias"] == "adamw"
+    assert sfno["reduction.weight"] == sfno["lifting.norm.weight"] == sfno["lifting.proj.weight"] == "adamw"
+    assert rule_for("hidden.weight", nn.Parameter(torch.randn(16, 16))) == "matrix"
+
+
+def test_combined_step_calls_the_closure_once_and_steps_every_member():
+    torch.manual_seed(0)
+    net = SFNO(modes=(4, 4, 3), width=8, n_layers=2, t_latent=4)
+    opt = muon(net, lr=1e-2)
+    assert isinstance(opt, CombinedOptimizer) and set(opt.optimizers) == {"muon_matrix", "adamw"}
+    x = torch.randn(2, 4, 12, 12)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = net(x, 3).pow(2).mean()
+        loss.backward()
+        return loss
+
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt.step(closure)
+    assert len(calls) == 1
+    changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+    assert {"spectral.0.weight", "skip.0.weight", "reduction.weight"} <= changed
+    assert len(opt.param_groups) == 2 and all("lr" in g for g in opt.param_groups)
+
+
+def test_state_dict_round_trip_continues_identically():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = muon(net, lr=1e-2)
+    assert set(opt.optimizers) == {"muon", "adamw"}  # the hidden 16x16 goes to torch.optim.Muon
+    x = torch.randn(32, 6)
+
+    def step(model, optimizer):
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step(net, opt)
+    twin = copy.deepcopy(net)
+    twin_opt = muon(twin, lr=1e-2)
+    twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert twin_opt.state_dict()["members"]["muon"]["state"]  # momentum buffers came along
+    for _ in range(2):
+        step(net, opt)
+        step(twin, twin_opt)
+    for a, b in zip(net.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="same optimizer"):
+        twin_opt.load_state_dict({"members": {"adamw": {}}})
+
+
+def test_matrix_muon_matches_torch_muon_on_a_kernel():
+    torch.manual_seed(0)
+    w = torch.randn(24, 16)
+    g = torch.randn(24, 16)
+    ref = nn.Parameter(w.clone())
+    ours = nn.Parameter(w.clone()[..., None])  # a (out, in, 1) 1x1 convolution kernel
+    ref.grad, ours.grad = g.clone(), g.clone()[..., None]
+    opts = dict(lr=0.1, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
+    torch.optim.Muon([ref], **opts).step()
+    MatrixMuon([ours], **opts).step()
+    d_ref, d_ours = (ref - w).flatten(), (ours[..., 0] - w).flatten()
+    # torch runs Newton–Schulz in bfloat16, ours in float32: equal up to bf16 rounding
+    assert torch.nn.functional.cosine_similarity(d_ref, d_ours, dim=0) > 0.999
+    assert (d_ref.norm() - d_ours.norm()).abs() / d_ref.norm() < 2e-2
+
+
+def test_matrix_muon_orthogonalises_each_spectral_mode():
+    torch.manual_seed(0)
+    w0 = torch.randn(6, 5, 3, 2, dtype=torch.cfloat)
+    p = nn.Parameter(w0.clone())
+    p.grad = torch.randn_like(w0)
+    MatrixMuon([p], lr=0.1, weight_decay=0.0).step()
+    delta = (w0 - p.detach()).permute(2, 3, 0, 1)  # (*modes, C_in, C_out)
+    U, _, Vh = torch.linalg.svd(p.grad.permute(2, 3, 0, 1), full_matrices=False)
+    polar = U @ Vh
+    cos = (delta.conj() * polar).sum((-2, -1)).real / (delta.norm(dim=(-2, -1)) * polar.norm(dim=(-2, -1)))
+    assert cos.min() > 0.95  # every mode moved along its own polar factor
+
+
+def test_training_with_muon_learns_and_counts_one_training_step_per_optimizer_step(data_root, tmp_path, monkeypatch):
+    from neuropde.run import train
+    from neuropde.tasks.operator import OperatorTask
+    from tests.conftest import compose
+
+    calls = []
+    original = OperatorTask.training_step
+
+    def counted(self, batch, batch_idx):
+        calls.append(batch_idx)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(OperatorTask, "training_step", counted)
+    metrics = train(compose("train", ["experiment=sfno_tiny", "optimizer=muon", "trainer.max_epochs=40",
+                                      "optimizer.lr=1e-2", "optimizer.adamw.lr=1e-2", "logger=none",
+                                      "plot_every_n_epochs=100", f"run_dir={tmp_path}"]))
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(calls) == last["global_step"] > 0
+    assert set(last["optimizer_states"][0]["members"]) == {"muon_matrix", "adamw"}
+    assert (tmp_path / "param_groups.txt").read_text().count("spectral") >= 2
+    assert metrics["test/rel_l2"] < 0.5 * metrics["test/rel_l2_persistence"]
