@@ -134,3 +134,52 @@ def test_training_with_muon_learns_and_counts_one_training_step_per_optimizer_st
     assert set(last["optimizer_states"][0]["members"]) == {"muon_matrix", "adamw"}
     assert (tmp_path / "param_groups.txt").read_text().count("spectral") >= 2
     assert metrics["test/rel_l2"] < 0.5 * metrics["test/rel_l2_persistence"]
+
+
+def test_rule_maps():
+    from neuropde.optim.muon import _cosh_damping, _per_matrix
+
+    torch.manual_seed(0)
+    g = torch.randn(3, 64, 64)
+    # AuON's cosh factor is ≈ 1 on normalised Gaussian matrices (reference notes 2.7)
+    x = g / torch.linalg.matrix_norm(g)[:, None, None]
+    assert torch.allclose(_cosh_damping(x), torch.ones(3, 1, 1), atol=1e-3)
+    auon = _per_matrix(g, "auon", 0)
+    assert torch.allclose(torch.linalg.matrix_norm(auon), torch.ones(3), atol=1e-3)
+    # a spike raises the factor: the one large entry is damped
+    spiky = torch.zeros(4, 4)
+    spiky[0, 0] = 1.0
+    assert _cosh_damping(spiky[None] * 3).item() > 2
+    # ROOT clips the top 10 % entries to the 90 % quantile before Newton–Schulz: an outlier
+    # entry then barely changes the update
+    clean = _per_matrix(g[:1], "root", 5)
+    h = g[:1].clone()
+    h[0, 0, 0] = 1e4
+    assert (_per_matrix(h, "root", 5) - clean).norm() / clean.norm() < 0.1
+    assert (_per_matrix(h, "muon", 5) - _per_matrix(g[:1], "muon", 5)).norm() / clean.norm() > 0.5
+    # one Newton–Schulz step on a normalised matrix: hybrid differs from plain AuON
+    assert not torch.allclose(_per_matrix(g, "hybrid_auon", 1), auon, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("muon", ["optimizer.lr=1e-2", "optimizer.adamw.lr=1e-2"]), ("auon", []), ("hybrid_auon", []),
+    ("root", ["optimizer.lr=1e-2", "optimizer.adamw.lr=1e-2"])])
+def test_every_rule_fits_a_small_operator(name, overrides):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose
+
+    torch.manual_seed(0)
+    net = SFNO(modes=(4, 4, 3), width=8, n_layers=2, t_latent=4)
+    cfg = compose("train", [f"optimizer={name}"] + overrides).optimizer
+    opt = instantiate(cfg, module=net, _convert_="all")
+    x = torch.randn(4, 4, 12, 12)
+    y = torch.roll(x[:, -3:], 1, dims=-1)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = (net(x, 3) - y).pow(2).mean() / y.pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], (name, losses[0], losses[-1])

@@ -15,25 +15,60 @@ from torch.optim import Optimizer
 
 from neuropde.optim.combined import CombinedOptimizer
 from neuropde.optim.grouping import route_parameters
-from neuropde.optim.newton_schulz import newton_schulz, orthogonalize_spectral_weight, scale_factor
+from neuropde.optim.newton_schulz import newton_schulz, scale_factor
+
+
+def _cosh_damping(x: torch.Tensor) -> torch.Tensor:
+    """AuON's r = (mean cosh(x)²)^½ per matrix, over the last two axes (|x| for complex entries)."""
+    return torch.cosh(x.abs().double()).pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().to(x.real.dtype)
+
+
+def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int) -> torch.Tensor:
+    """The rule's map of a batch of momentum matrices (..., m, n), real or complex.
+
+    muon: Newton–Schulz polar factor. auon: Frobenius-normalised, divided by AuON's cosh factor
+    (≈ 1 in practice: reference notes 2.7). hybrid_auon: one (``ns_steps``) Newton–Schulz step on the
+    normalised matrix, then the cosh factor. root: the entries above the 90 % quantile of |M| clipped
+    to it, then the Newton–Schulz polar factor (ROOT, outlier-robust).
+    """
+    if rule == "muon":
+        return newton_schulz(update, steps=ns_steps)
+    if rule == "root":
+        mag = update.abs().flatten(-2)
+        k = max(1, int(round(0.9 * mag.shape[-1])))
+        eps = mag.kthvalue(k, dim=-1).values[..., None, None] + 1e-9
+        clipped = update * torch.clamp(eps / (update.abs() + 1e-30), max=1.0)
+        return newton_schulz(clipped, steps=ns_steps)
+    x = update / (torch.linalg.matrix_norm(update)[..., None, None] + 1e-7)
+    if rule == "hybrid_auon":
+        x = newton_schulz(x, steps=ns_steps)
+    return x / (_cosh_damping(x) + 1e-8)
+
+
+RULES = ("muon", "auon", "hybrid_auon", "root")
 
 
 class MatrixMuon(Optimizer):
-    """Muon on conv kernels (as matrices) and complex spectral weights (per mode).
+    """Orthogonalised-momentum rules on matrices, conv kernels (as matrices) and complex spectral
+    weights (one complex matrix per mode).
 
     Parameters
     ----------
     params : real tensors with ndim ≥ 2 or complex tensors (C_in, C_out, *modes).
     lr, weight_decay, momentum, nesterov, ns_steps : as torch.optim.Muon.
     adjust_lr_fn : "original" (√max(1, m/n)) or "match_rms_adamw" (0.2·√max(m, n)).
+    rule : "muon", "auon", "hybrid_auon" or "root" (see :func:`_per_matrix`).
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
-                 nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw"):
+                 nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
+                 rule: str = "muon"):
         if adjust_lr_fn not in ("original", "match_rms_adamw"):
             raise ValueError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', got {adjust_lr_fn!r}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+                        ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, rule=rule)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -52,16 +87,63 @@ class MatrixMuon(Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                rule, steps = group["rule"], group["ns_steps"]
                 if p.is_complex():
                     # per-mode map x̂_out = Σ_i x̂_i W[i, o]: fan-in C_in, fan-out C_out
-                    ortho = orthogonalize_spectral_weight(update, steps=group["ns_steps"])
+                    modes_first = update.movedim((0, 1), (-2, -1))  # (*modes, C_in, C_out)
+                    ortho = _per_matrix(modes_first, rule, steps).movedim((-2, -1), (0, 1))
                     rows, cols = p.shape[1], p.shape[0]
                 else:
-                    ortho = newton_schulz(update.reshape(p.shape[0], -1), steps=group["ns_steps"]).view_as(p)
+                    ortho = _per_matrix(update.reshape(p.shape[0], -1), rule, steps).view_as(p)
                     rows, cols = p.shape[0], p[0].numel()
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(ortho, alpha=-group["lr"] * scale_factor(rows, cols, group["adjust_lr_fn"]))
         return loss
+
+
+def _combined(module: nn.Module, rule: str, lr: float, weight_decay: float, momentum: float, nesterov: bool,
+              ns_steps: int, adjust_lr_fn: str, adamw: dict | None, torch_muon: bool) -> Optimizer:
+    routes = route_parameters(module)
+    matrices = [p for _, p in routes["matrix"]] + [p for _, p in routes["spectral"]]
+    plain = [p for p in matrices if p.dim() == 2 and not p.is_complex()] if torch_muon else []
+    shaped = [p for p in matrices if all(p is not q for q in plain)]
+    opts = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                adjust_lr_fn=adjust_lr_fn)
+    members = {}
+    if plain:
+        members["muon"] = torch.optim.Muon(plain, **opts)
+    if shaped:
+        members[f"{rule}_matrix"] = MatrixMuon(shaped, rule=rule, **opts)
+    rest = [p for _, p in routes["adamw"]]
+    if rest:
+        aux = {"lr": lr, "weight_decay": 0.0, **(adamw or {})}
+        aux["betas"] = tuple(aux.get("betas", (0.9, 0.999)))
+        members["adamw"] = torch.optim.AdamW(rest, **aux)
+    return CombinedOptimizer(members)
+
+
+def auon(module: nn.Module, lr: float = 0.24, weight_decay: float = 0.0, momentum: float = 0.95,
+         nesterov: bool = True, adjust_lr_fn: str = "original", adamw: dict | None = None) -> Optimizer:
+    """``optimizer=auon``: AuON (Frobenius-normalised momentum with a cosh trust-region factor) on
+    hidden matrices and spectral weights, AdamW on the rest. The factor is ≈ 1 for real layers, so
+    this behaves as normalised-momentum SGD (reference notes 2.7)."""
+    return _combined(module, "auon", lr, weight_decay, momentum, nesterov, 0, adjust_lr_fn, adamw, False)
+
+
+def hybrid_auon(module: nn.Module, lr: float = 0.24, weight_decay: float = 0.0, momentum: float = 0.95,
+                nesterov: bool = True, ns_steps: int = 1, adjust_lr_fn: str = "original",
+                adamw: dict | None = None) -> Optimizer:
+    """``optimizer=hybrid_auon``: AuON with ``ns_steps`` (default 1, as in the paper) Newton–Schulz steps."""
+    return _combined(module, "hybrid_auon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, False)
+
+
+def root(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+         nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
+         adamw: dict | None = None) -> Optimizer:
+    """``optimizer=root``: ROOT (momentum entries above the 90 % |M| quantile clipped, then
+    Newton–Schulz with the reference coefficients; the shape-tuned table covers only 2048-wide
+    matrices) on hidden matrices and spectral weights, AdamW on the rest."""
+    return _combined(module, "root", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, False)
 
 
 def muon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
@@ -73,18 +155,4 @@ def muon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentu
     use :class:`MatrixMuon`; the rest (see :mod:`neuropde.optim.grouping`) uses AdamW with the
     options in ``adamw``. Returns a :class:`CombinedOptimizer` (one ``step``, one closure call).
     """
-    routes = route_parameters(module)
-    plain = [p for _, p in routes["matrix"] if p.dim() == 2]
-    shaped = [p for _, p in routes["matrix"] if p.dim() > 2] + [p for _, p in routes["spectral"]]
-    muon_opts = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps)
-    members = {}
-    if plain:
-        members["muon"] = torch.optim.Muon(plain, adjust_lr_fn=adjust_lr_fn, **muon_opts)
-    if shaped:
-        members["muon_matrix"] = MatrixMuon(shaped, adjust_lr_fn=adjust_lr_fn, **muon_opts)
-    rest = [p for _, p in routes["adamw"]]
-    if rest:
-        opts = {"lr": lr, "weight_decay": 0.0, **(adamw or {})}
-        opts["betas"] = tuple(opts.get("betas", (0.9, 0.999)))
-        members["adamw"] = torch.optim.AdamW(rest, **opts)
-    return CombinedOptimizer(members)
+    return _combined(module, "muon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, True)
