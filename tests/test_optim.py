@@ -1,5 +1,6 @@
 """Orthogonalised optimizers: routing, the combined optimizer, Muon on kernels and spectral weights."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +184,56 @@ def test_every_rule_fits_a_small_operator(name, overrides):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0], (name, losses[0], losses[-1])
+
+
+def test_root_clips_exactly_the_top_decile():
+    from neuropde.optim.muon import clip_top_decile
+
+    torch.manual_seed(0)
+    for M in (torch.randn(2, 20, 10), torch.randn(3, 8, 5, dtype=torch.cfloat)):
+        clipped = clip_top_decile(M)
+        changed = (clipped.abs() < M.abs() - 1e-6).flatten(-2).sum(-1)
+        n = M.shape[-1] * M.shape[-2]
+        assert (changed == n - round(0.9 * n)).all()
+        assert torch.allclose(torch.angle(clipped), torch.angle(M), atol=1e-5)
+
+
+def test_randomized_polar_is_exact_for_low_rank():
+    from neuropde.optim.muon import randomized_polar
+
+    torch.manual_seed(0)
+    for dtype in (torch.float64, torch.cdouble):
+        A = torch.randn(5, 40, 4, dtype=dtype) @ torch.randn(5, 4, 30, dtype=dtype)  # rank 4
+        U, _, Vh = torch.linalg.svd(A, full_matrices=False)
+        exact = U[..., :4] @ Vh[..., :4, :]
+        assert torch.allclose(randomized_polar(A, rank=4), exact, atol=1e-8)
+        assert torch.allclose(randomized_polar(A, rank=6), exact, atol=1e-8)  # extra rank adds nothing
+
+
+def test_spectral_weights_can_go_to_adamw():
+    net = SFNO(modes=(4, 4, 3), width=8, n_layers=2, t_latent=4)
+    opt = muon(net, spectral="adamw")
+    adam_params = {id(p) for g in opt.optimizers["adamw"].param_groups for p in g["params"]}
+    assert id(net.spectral[0].weight) in adam_params
+    with pytest.raises(ValueError, match="orthogonalize"):
+        muon(net, spectral="sgd")
+
+
+OPTIMIZERS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "optimizer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("family", ["fno", "sfno"])
+def test_every_family_takes_two_steps_with_every_optimizer(family, optimizer, data_root, tmp_path):
+    from neuropde.run import train
+    from tests.conftest import compose
+
+    cfg = compose("train", [f"experiment={family}_tiny", f"optimizer={optimizer}", "trainer.max_epochs=1",
+                            "+trainer.limit_train_batches=2", "logger=none", f"run_dir={tmp_path}"])
+    if optimizer == "lbfgs":  # for PINNs: real parameters only, and the message says so
+        with pytest.raises(Exception, match="real parameters only"):
+            train(cfg)
+        return
+    metrics = train(cfg)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2 and metrics["test/rel_l2"] == metrics["test/rel_l2"]

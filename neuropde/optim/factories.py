@@ -17,3 +17,17 @@ def adam(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
     """torch's Adam (coupled L2 weight decay), as several reference recipes use."""
     params = [p for p in module.parameters() if p.requires_grad]
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+
+
+def lbfgs(module: nn.Module, lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
+          tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
+          line_search_fn: str | None = "strong_wolfe") -> torch.optim.Optimizer:
+    """torch's L-BFGS over every parameter, never wrapped in a combined optimizer: it calls the
+    closure several times per step (line search), which Lightning supports for this optimizer."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    if any(p.is_complex() for p in params):
+        raise ValueError("optimizer=lbfgs takes real parameters only (it is meant for PINNs); "
+                         "use adamw or muon for models with complex spectral weights")
+    return torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, history_size=history_size,
+                             tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                             line_search_fn=line_search_fn)

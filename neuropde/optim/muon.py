@@ -23,6 +23,15 @@ def _cosh_damping(x: torch.Tensor) -> torch.Tensor:
     return torch.cosh(x.abs().double()).pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().to(x.real.dtype)
 
 
+def clip_top_decile(M: torch.Tensor) -> torch.Tensor:
+    """ROOT's outlier clipping: entries of each matrix (..., m, n) whose magnitude exceeds the 90 %
+    quantile of |M| are shrunk to it (phase kept for complex entries)."""
+    mag = M.abs().flatten(-2)
+    k = max(1, int(round(0.9 * mag.shape[-1])))
+    eps = mag.kthvalue(k, dim=-1).values[..., None, None] + 1e-9
+    return M * torch.clamp(eps / (M.abs() + 1e-30), max=1.0)
+
+
 def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int) -> torch.Tensor:
     """The rule's map of a batch of momentum matrices (..., m, n), real or complex.
 
@@ -33,19 +42,35 @@ def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int) -> torch.Tensor:
     """
     if rule == "muon":
         return newton_schulz(update, steps=ns_steps)
+    if rule == "randomized":
+        return randomized_polar(update, rank=ns_steps)
     if rule == "root":
-        mag = update.abs().flatten(-2)
-        k = max(1, int(round(0.9 * mag.shape[-1])))
-        eps = mag.kthvalue(k, dim=-1).values[..., None, None] + 1e-9
-        clipped = update * torch.clamp(eps / (update.abs() + 1e-30), max=1.0)
-        return newton_schulz(clipped, steps=ns_steps)
+        return newton_schulz(clip_top_decile(update), steps=ns_steps)
     x = update / (torch.linalg.matrix_norm(update)[..., None, None] + 1e-7)
     if rule == "hybrid_auon":
         x = newton_schulz(x, steps=ns_steps)
     return x / (_cosh_damping(x) + 1e-8)
 
 
-RULES = ("muon", "auon", "hybrid_auon", "root")
+def randomized_polar(G: torch.Tensor, rank: int, oversample: int = 8) -> torch.Tensor:
+    """Rank-``rank`` polar factor of a batch (..., m, n) from a randomized range finder.
+
+    Y = G Ω with a Gaussian Ω (n × (rank + oversample)), Q = orth(Y), then the SVD of the small
+    QᴴG = Û S Vᴴ gives Q Û[:, :rank] Vᴴ[:rank]: exact for matrices of rank ≤ ``rank``, and
+    O(mn·rank) instead of Newton–Schulz's O(mn·min(m, n)) per step.
+    """
+    k = min(rank + oversample, G.shape[-1], G.shape[-2])
+    omega = torch.randn(*G.shape[:-2], G.shape[-1], k, dtype=G.dtype, device=G.device)
+    Q, _ = torch.linalg.qr(G @ omega)
+    U, S, Vh = torch.linalg.svd(Q.mH @ G, full_matrices=False)
+    r = min(rank, U.shape[-1])
+    # directions with numerically zero singular values are not part of the polar factor
+    tol = S[..., :1] * torch.finfo(S.dtype).eps * max(G.shape[-2:]) * 10
+    keep = (S[..., :r] > tol).to(U.dtype)
+    return Q @ (U[..., :r] * keep[..., None, :]) @ Vh[..., :r, :]
+
+
+RULES = ("muon", "auon", "hybrid_auon", "root", "randomized")
 
 
 class MatrixMuon(Optimizer):
@@ -57,7 +82,8 @@ class MatrixMuon(Optimizer):
     params : real tensors with ndim ≥ 2 or complex tensors (C_in, C_out, *modes).
     lr, weight_decay, momentum, nesterov, ns_steps : as torch.optim.Muon.
     adjust_lr_fn : "original" (√max(1, m/n)) or "match_rms_adamw" (0.2·√max(m, n)).
-    rule : "muon", "auon", "hybrid_auon" or "root" (see :func:`_per_matrix`).
+    rule : "muon", "auon", "hybrid_auon", "root" or "randomized" (see :func:`_per_matrix`;
+        for "randomized", ``ns_steps`` is the rank of the polar factor).
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
@@ -102,8 +128,14 @@ class MatrixMuon(Optimizer):
 
 
 def _combined(module: nn.Module, rule: str, lr: float, weight_decay: float, momentum: float, nesterov: bool,
-              ns_steps: int, adjust_lr_fn: str, adamw: dict | None, torch_muon: bool) -> Optimizer:
+              ns_steps: int, adjust_lr_fn: str, adamw: dict | None, torch_muon: bool,
+              spectral: str = "orthogonalize") -> Optimizer:
+    if spectral not in ("orthogonalize", "adamw"):
+        raise ValueError(f"spectral must be 'orthogonalize' or 'adamw', got {spectral!r}")
     routes = route_parameters(module)
+    if spectral == "adamw":
+        routes["adamw"] += routes.pop("spectral")
+        routes["spectral"] = []
     matrices = [p for _, p in routes["matrix"]] + [p for _, p in routes["spectral"]]
     plain = [p for p in matrices if p.dim() == 2 and not p.is_complex()] if torch_muon else []
     shaped = [p for p in matrices if all(p is not q for q in plain)]
@@ -123,36 +155,49 @@ def _combined(module: nn.Module, rule: str, lr: float, weight_decay: float, mome
 
 
 def auon(module: nn.Module, lr: float = 0.24, weight_decay: float = 0.0, momentum: float = 0.95,
-         nesterov: bool = True, adjust_lr_fn: str = "original", adamw: dict | None = None) -> Optimizer:
+         nesterov: bool = True, adjust_lr_fn: str = "original", adamw: dict | None = None,
+         spectral: str = "orthogonalize") -> Optimizer:
     """``optimizer=auon``: AuON (Frobenius-normalised momentum with a cosh trust-region factor) on
     hidden matrices and spectral weights, AdamW on the rest. The factor is ≈ 1 for real layers, so
     this behaves as normalised-momentum SGD (reference notes 2.7)."""
-    return _combined(module, "auon", lr, weight_decay, momentum, nesterov, 0, adjust_lr_fn, adamw, False)
+    return _combined(module, "auon", lr, weight_decay, momentum, nesterov, 0, adjust_lr_fn, adamw, False, spectral)
 
 
 def hybrid_auon(module: nn.Module, lr: float = 0.24, weight_decay: float = 0.0, momentum: float = 0.95,
                 nesterov: bool = True, ns_steps: int = 1, adjust_lr_fn: str = "original",
-                adamw: dict | None = None) -> Optimizer:
+                adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
     """``optimizer=hybrid_auon``: AuON with ``ns_steps`` (default 1, as in the paper) Newton–Schulz steps."""
-    return _combined(module, "hybrid_auon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, False)
+    return _combined(module, "hybrid_auon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw,
+                     False, spectral)
 
 
 def root(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
-         adamw: dict | None = None) -> Optimizer:
+         adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
     """``optimizer=root``: ROOT (momentum entries above the 90 % |M| quantile clipped, then
     Newton–Schulz with the reference coefficients; the shape-tuned table covers only 2048-wide
     matrices) on hidden matrices and spectral weights, AdamW on the rest."""
-    return _combined(module, "root", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, False)
+    return _combined(module, "root", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, False,
+                     spectral)
+
+
+def muon_randomized(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
+                    nesterov: bool = True, rank: int = 8, adjust_lr_fn: str = "match_rms_adamw",
+                    adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
+    """``optimizer=muon_randomized``: Muon with a randomized rank-``rank`` polar factor
+    (:func:`randomized_polar`) instead of Newton–Schulz, on the same parameters as ``muon``."""
+    return _combined(module, "randomized", lr, weight_decay, momentum, nesterov, rank, adjust_lr_fn, adamw, False,
+                     spectral)
 
 
 def muon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
-         adamw: dict | None = None) -> Optimizer:
+         adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
     """``optimizer=muon``: Muon on hidden matrices and spectral weights, AdamW on the rest.
 
     Real 2-D hidden weights use ``torch.optim.Muon``; conv kernels and complex spectral weights
     use :class:`MatrixMuon`; the rest (see :mod:`neuropde.optim.grouping`) uses AdamW with the
     options in ``adamw``. Returns a :class:`CombinedOptimizer` (one ``step``, one closure call).
     """
-    return _combined(module, "muon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, True)
+    return _combined(module, "muon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, True,
+                     spectral)
