@@ -20,7 +20,8 @@ from neuropde.optim.newton_schulz import newton_schulz, scale_factor
 
 def _cosh_damping(x: torch.Tensor) -> torch.Tensor:
     """AuON's r = (mean cosh(x)²)^½ per matrix, over the last two axes (|x| for complex entries)."""
-    return torch.cosh(x.abs().double()).pow(2).mean(dim=(-2, -1), keepdim=True).sqrt().to(x.real.dtype)
+    # entries of a Frobenius-normalised matrix are ≤ 1 in magnitude: float32 cosh is exact enough
+    return torch.cosh(x.abs()).pow(2).mean(dim=(-2, -1), keepdim=True).sqrt()
 
 
 def clip_top_decile(M: torch.Tensor) -> torch.Tensor:
@@ -32,7 +33,7 @@ def clip_top_decile(M: torch.Tensor) -> torch.Tensor:
     return M * torch.clamp(eps / (M.abs() + 1e-30), max=1.0)
 
 
-def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int) -> torch.Tensor:
+def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int, ns_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """The rule's map of a batch of momentum matrices (..., m, n), real or complex.
 
     muon: Newton–Schulz polar factor. auon: Frobenius-normalised, divided by AuON's cosh factor
@@ -41,14 +42,14 @@ def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int) -> torch.Tensor:
     to it, then the Newton–Schulz polar factor (ROOT, outlier-robust).
     """
     if rule == "muon":
-        return newton_schulz(update, steps=ns_steps)
+        return newton_schulz(update, steps=ns_steps, dtype=ns_dtype)
     if rule == "randomized":
         return randomized_polar(update, rank=ns_steps)
     if rule == "root":
-        return newton_schulz(clip_top_decile(update), steps=ns_steps)
+        return newton_schulz(clip_top_decile(update), steps=ns_steps, dtype=ns_dtype)
     x = update / (torch.linalg.matrix_norm(update)[..., None, None] + 1e-7)
     if rule == "hybrid_auon":
-        x = newton_schulz(x, steps=ns_steps)
+        x = newton_schulz(x, steps=ns_steps, dtype=ns_dtype)
     return x / (_cosh_damping(x) + 1e-8)
 
 
@@ -84,18 +85,33 @@ class MatrixMuon(Optimizer):
     adjust_lr_fn : "original" (√max(1, m/n)) or "match_rms_adamw" (0.2·√max(m, n)).
     rule : "muon", "auon", "hybrid_auon", "root" or "randomized" (see :func:`_per_matrix`;
         for "randomized", ``ns_steps`` is the rank of the polar factor).
+    ns_dtype : compute dtype of Newton–Schulz for real matrices: "bfloat16" (as torch.optim.Muon;
+        measured 4× faster than float32 on the 2-core development CPU and the usual choice on GPUs)
+        or "float32"; complex weights always use complex64.
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
-                 rule: str = "muon"):
+                 rule: str = "muon", ns_dtype: str = "bfloat16"):
         if adjust_lr_fn not in ("original", "match_rms_adamw"):
             raise ValueError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', got {adjust_lr_fn!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, rule=rule)
+                        ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, rule=rule, ns_dtype=ns_dtype)
         super().__init__(params, defaults)
+
+    @staticmethod
+    def _as_matrices(p: torch.Tensor, update: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """The update as a batch of matrices (..., m, n), and the map's (fan-out, fan-in)."""
+        if p.is_complex():
+            # per-mode map x̂_out = Σ_i x̂_i W[i, o]: (*modes, C_in, C_out), fan-in C_in, fan-out C_out
+            return update.movedim((0, 1), (-2, -1)), p.shape[1], p.shape[0]
+        return update.reshape(p.shape[0], -1), p.shape[0], p[0].numel()
+
+    @staticmethod
+    def _back(p: torch.Tensor, ortho: torch.Tensor) -> torch.Tensor:
+        return ortho.movedim((-2, -1), (0, 1)) if p.is_complex() else ortho.view_as(p)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -104,6 +120,8 @@ class MatrixMuon(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            # all matrices of one shape go through the rule in one batched call
+            buckets: dict[tuple, list] = {}
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -113,17 +131,16 @@ class MatrixMuon(Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 update = p.grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                rule, steps = group["rule"], group["ns_steps"]
-                if p.is_complex():
-                    # per-mode map x̂_out = Σ_i x̂_i W[i, o]: fan-in C_in, fan-out C_out
-                    modes_first = update.movedim((0, 1), (-2, -1))  # (*modes, C_in, C_out)
-                    ortho = _per_matrix(modes_first, rule, steps).movedim((-2, -1), (0, 1))
-                    rows, cols = p.shape[1], p.shape[0]
-                else:
-                    ortho = _per_matrix(update.reshape(p.shape[0], -1), rule, steps).view_as(p)
-                    rows, cols = p.shape[0], p[0].numel()
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(ortho, alpha=-group["lr"] * scale_factor(rows, cols, group["adjust_lr_fn"]))
+                mats, rows, cols = self._as_matrices(p, update)
+                key = (tuple(mats.shape), mats.dtype, mats.device)
+                buckets.setdefault(key, []).append((p, mats, rows, cols))
+            for items in buckets.values():
+                batch = torch.stack([m for _, m, _, _ in items])
+                orthos = _per_matrix(batch, group["rule"], group["ns_steps"],
+                                     getattr(torch, group.get("ns_dtype", "bfloat16"))).unbind(0)
+                for (p, _, rows, cols), ortho in zip(items, orthos):
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(self._back(p, ortho), alpha=-group["lr"] * scale_factor(rows, cols, group["adjust_lr_fn"]))
         return loss
 
 

@@ -29,6 +29,14 @@ def _compute_dtype(input_dtype: torch.dtype, dtype: torch.dtype) -> torch.dtype:
     return dtype
 
 
+def _iterate_one(x: Tensor, steps: int, a: float, b: float, c: float) -> Tensor:
+    """The iteration on one (k, n) matrix with 2-D kernels."""
+    for _ in range(steps):
+        A = x @ x.mH
+        x = torch.addmm(x, torch.addmm(A, A, A, beta=b, alpha=c), x, beta=a)
+    return x
+
+
 def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
                   eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> Tensor:
     """Approximate polar factor U Vᴴ of every matrix in a batch by the quintic Newton–Schulz iteration.
@@ -71,10 +79,15 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, f
     # Frobenius norm bounds the spectral norm, putting every σ in (0, 1] where the map is designed.
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
     X = X / norm.clamp_min(eps)
-    for _ in range(steps):
-        A = torch.bmm(X, X.mH)                         # (B, k, k), Hermitian
-        poly = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A²
-        X = torch.baddbmm(X, poly, X, beta=a)            # a X + poly X
+    if X.device.type == "cpu" and min(m, n) >= 128:
+        # CPU, large matrices: per-matrix mm/addmm beat bmm/baddbmm (measured 37 vs 42 ms for 8 bf16
+        # 512² matrices on 2 cores). Many small ones (spectral modes) and GPUs: batched kernels.
+        X = torch.stack([_iterate_one(x, steps, a, b, c) for x in X.unbind(0)])
+    else:
+        for _ in range(steps):
+            A = torch.bmm(X, X.mH)                         # (B, k, k), Hermitian
+            poly = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A²
+            X = torch.baddbmm(X, poly, X, beta=a)            # a X + poly X
     if not wide:
         X = X.mH
     return X.reshape(*batch, m, n).to(G.dtype)
