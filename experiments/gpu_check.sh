@@ -13,8 +13,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONUNBUFFERED=1 NEUROPDE_DATASETS=/tmp/neuropde_datasets
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
-python3 -c "import torch; print('torch', torch.__version__)" >> "$OUT/gpu.txt"
+# at most 8 files come back from $OUT: summary.json, step_cuda.json and six logs
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > /tmp/gpu.txt 2>&1
+python3 -c "import torch; print('torch', torch.__version__)" >> /tmp/gpu.txt
 t0=$(date +%s)
 
 stage() { echo "== $1 ($(( $(date +%s) - t0 )) s)"; }
@@ -27,9 +28,13 @@ stage "solver speed"
 timeout 40 python3 experiments/bench/ns_solver_speed.py --device cuda 64x64 64x256 8x1024 > "$OUT/ns_speed.log" 2>&1
 tail -5 "$OUT/ns_speed.log"
 
+stage "optimizer step benchmark"
+timeout 60 python3 experiments/optimizers/bench_step.py --device cuda > "$OUT/bench_step.log" 2>&1
+cp experiments/optimizers/results/step_cuda.json "$OUT/" 2>/dev/null
+
 stage "reduced main job: train.py model=sfno data=ns2d"
 RUN=/tmp/sfno_ns2d_run
-timeout 240 python3 train.py model=sfno data=ns2d scheduler=onecycle optimizer.lr=3e-3 \
+timeout 210 python3 train.py model=sfno data=ns2d scheduler=onecycle optimizer.lr=3e-3 \
   data.samples.train=256 data.samples.val=16 data.samples.test=16 \
   data.generator.t_warmup=10 data.generator.n_frames=30 data.generator.shard_size=144 \
   trainer.max_epochs=10 trainer.enable_progress_bar=false run_dir=$RUN > "$OUT/train.log" 2>&1
@@ -40,8 +45,6 @@ timeout 45 python3 predict.py ckpt=$RUN refine=true run_dir=/tmp/pred64 > "$OUT/
 tail -1 "$OUT/predict64.log"
 timeout 75 python3 predict.py ckpt=$RUN data.resolution=256 refine=true run_dir=/tmp/pred256 > "$OUT/predict.log" 2>&1
 tail -1 "$OUT/predict.log"
-cp /tmp/pred256/plots/test_000.png "$OUT/zero_shot_256.png" 2>/dev/null
-cp $RUN/plots/$(ls $RUN/plots 2>/dev/null | tail -1) "$OUT/val_last.png" 2>/dev/null
 
 stage "summary"
 python3 - "$OUT" <<'PY'
@@ -55,7 +58,7 @@ def load(p):
 train, pred = load("/tmp/sfno_ns2d_run/metrics.json"), load("/tmp/pred256/metrics.json")
 pred64 = load("/tmp/pred64/metrics.json")
 summary = {
-    "gpu": (out / "gpu.txt").read_text().strip(),
+    "gpu": pathlib.Path("/tmp/gpu.txt").read_text().strip(),
     "gpu_tests": (out / "gpu_tests.log").read_text().strip().splitlines()[-1:],
     "ns_speed": [l for l in (out / "ns_speed.log").read_text().splitlines() if "field-steps" in l or "x" in l][-6:],
     "sfno_ns2d_test_rel_l2_64": train.get("test/rel_l2"),
