@@ -166,14 +166,15 @@ def test_rule_maps():
     ("muon", ["optimizer.lr=1e-2", "optimizer.adamw.lr=1e-2"]), ("auon", []), ("hybrid_auon", []),
     ("root", ["optimizer.lr=1e-2", "optimizer.adamw.lr=1e-2"])])
 def test_every_rule_fits_a_small_operator(name, overrides):
-    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
+    from neuropde.optim import build_optimizer
     from tests.conftest import compose
 
     torch.manual_seed(0)
     net = SFNO(modes=(4, 4, 3), width=8, n_layers=2, t_latent=4)
-    cfg = compose("train", [f"optimizer={name}"] + overrides).optimizer
-    opt = instantiate(cfg, module=net, _convert_="all")
+    cfg = OmegaConf.to_container(compose("train", [f"optimizer={name}"] + overrides).optimizer)
+    opt = build_optimizer(cfg, net)
     x = torch.randn(4, 4, 12, 12)
     y = torch.roll(x[:, -3:], 1, dims=-1)
     losses = []
@@ -237,3 +238,23 @@ def test_every_family_takes_two_steps_with_every_optimizer(family, optimizer, da
     metrics = train(cfg)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2 and metrics["test/rel_l2"] == metrics["test/rel_l2"]
+
+
+def test_learning_rate_follows_the_effective_batch(data_root, tmp_path):
+    from neuropde.errors import UserError
+    from neuropde.run import train
+    from neuropde.tasks.base import lr_batch_factor
+    from tests.conftest import compose
+
+    assert lr_batch_factor("sqrt", 4, 16) == pytest.approx(2.0)
+    assert lr_batch_factor("linear", 4, 16) == pytest.approx(4.0)
+    assert lr_batch_factor("none", None, 16) == 1.0
+    with pytest.raises(UserError, match="reference_batch_size"):
+        lr_batch_factor("sqrt", None, 16)
+    # ns2d_tiny trains with batch 4: linear scaling from a reference of 2 doubles every group's lr
+    train(compose("train", ["experiment=fno_tiny", "optimizer=muon", "scheduler=none", "trainer.max_epochs=1",
+                            "+trainer.limit_train_batches=1", "optimizer.batch_scaling=linear",
+                            "optimizer.reference_batch_size=2", "logger=none", f"run_dir={tmp_path}"]))
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
+    lrs = [g["lr"] for member in state["members"].values() for g in member["param_groups"]]
+    assert lrs and all(lr == pytest.approx(2e-3) for lr in lrs)

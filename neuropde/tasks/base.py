@@ -41,7 +41,9 @@ class BaseTask(L.LightningModule):
         return x * self.norm_std + self.norm_mean
 
     def configure_optimizers(self):
-        opt = instantiate(self.optimizer_cfg, module=self, _convert_="all")
+        from neuropde.optim import build_optimizer
+
+        opt = build_optimizer(self.optimizer_cfg, self, effective_batch_size(self._trainer))
         if not self.scheduler_cfg.get("_target_"):
             return opt
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
@@ -73,3 +75,30 @@ class BaseTask(L.LightningModule):
             del sd[key]
         return sd
 
+
+
+def effective_batch_size(trainer) -> int | None:
+    """Samples per optimizer step: devices × gradient accumulation × loader batch size."""
+    if trainer is None or getattr(trainer, "datamodule", None) is None:
+        return None
+    batch = trainer.datamodule.cfg.get("loader", {}).get("batch_size")
+    if batch is None:
+        return None
+    return int(batch) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
+
+
+def lr_batch_factor(rule: str, reference: int | None, batch: int | None) -> float:
+    """Learning-rate factor for a batch size other than the one the lr was tuned at.
+
+    ``sqrt`` (Adam-type and orthogonalised rules) scales by √(batch / reference), ``linear`` (SGD)
+    by batch / reference, ``none`` leaves the lr alone.
+    """
+    if rule not in ("none", "sqrt", "linear"):
+        raise UserError(f"optimizer.batch_scaling={rule}: choose none, sqrt or linear")
+    if rule == "none":
+        return 1.0
+    if not reference or not batch:
+        raise UserError(f"optimizer.batch_scaling={rule} needs optimizer.reference_batch_size "
+                        "(the batch size the learning rate was tuned at)")
+    ratio = batch / float(reference)
+    return ratio ** 0.5 if rule == "sqrt" else ratio
