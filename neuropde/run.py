@@ -120,6 +120,17 @@ def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
     return L.Trainer(**to_dict(cfg.trainer), callbacks=callbacks, logger=logger, default_root_dir=out)
 
 
+def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
+    """Which update rule the configured optimizer applies to each parameter (built once here, on
+    the effective batch the task will use, and discarded: Lightning builds its own)."""
+    from neuropde.optim import build_optimizer
+    from neuropde.optim.grouping import describe_optimizer
+
+    name = hydra_choices().get("optimizer", cfg.optimizer.get("_target_"))
+    table = describe_optimizer(task, build_optimizer(to_dict(cfg.optimizer), task))
+    file.write_text(f"update rule of every trainable parameter under optimizer={name}\n\n{table}\n")
+
+
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the metrics."""
     if cfg.get("resume") and cfg.get("init_from"):
@@ -140,12 +151,7 @@ def train(cfg: DictConfig) -> dict:
     resume = str(checkpoint.resolve_path(cfg.resume)) if cfg.get("resume") else None
     if resume:
         checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
-    from neuropde.optim.grouping import describe, route_parameters
-
-    (out / "param_groups.txt").write_text(
-        f"update rule of every parameter under orthogonalised optimizers (optimizer=muon, ...);\n"
-        f"this run uses optimizer={hydra_choices().get('optimizer', cfg.optimizer.get('_target_'))}, "
-        f"and plain optimizers (adamw, adam) apply one rule to all\n\n{describe(route_parameters(task))}\n")
+    write_param_groups(cfg, task, out / "param_groups.txt")
     n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in task.net.parameters())
     log.info("model %s: %s real parameters; run dir %s", cfg.model.family, f"{n_params:,}", out)
 

@@ -52,3 +52,27 @@ def describe(routes: dict[str, list]) -> str:
     counts = ", ".join(f"{r}: {sum(p.numel() for _, p in items):,} in {len(items)} tensors"
                        for r, items in routes.items())
     return "\n".join(lines + ["", counts])
+
+
+def describe_optimizer(module: nn.Module, optimizer) -> str:
+    """A table of every trainable parameter, its shape and the rule the built ``optimizer`` applies:
+    ``member/rule`` for a combined optimizer (e.g. ``muon``, ``muon_matrix/muon``,
+    ``symmetric/rownorm``, ``adamw``), the optimizer's class for a plain one."""
+    members = getattr(optimizer, "optimizers", {type(optimizer).__name__: optimizer})
+    rule_of = {}
+    for member, opt in members.items():
+        for group in opt.param_groups:
+            label = member if "rule" not in group or member.startswith(group["rule"]) else f"{member}/{group['rule']}"
+            for p in group["params"]:
+                rule_of[id(p)] = label
+    rows = [(rule_of.get(id(p), "frozen"), name, p) for name, p in module.named_parameters() if p.requires_grad]
+    width = max([len(r) for r, _, _ in rows] + [4])
+    lines = [f"{'rule':{width}s} {'shape':24s} name"]
+    for rule, name, p in sorted(rows, key=lambda r: r[0]):
+        shape = "x".join(map(str, p.shape)) + (" complex" if p.is_complex() else "")
+        lines.append(f"{rule:{width}s} {shape:24s} {name}")
+    totals: dict[str, list] = {}
+    for rule, _, p in rows:
+        totals.setdefault(rule, []).append(p.numel())
+    counts = ", ".join(f"{r}: {sum(n):,} in {len(n)} tensors" for r, n in sorted(totals.items()))
+    return "\n".join(lines + ["", counts])

@@ -9,6 +9,8 @@ weight decay with the unscaled learning rate.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.optim import Optimizer
@@ -16,6 +18,7 @@ from torch.optim import Optimizer
 from neuropde.optim.combined import CombinedOptimizer
 from neuropde.optim.grouping import route_parameters
 from neuropde.optim.newton_schulz import newton_schulz, scale_factor
+from neuropde.optim.symmetric import MAPS, symmetric_map
 
 
 def _cosh_damping(x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +74,32 @@ def randomized_polar(G: torch.Tensor, rank: int, oversample: int = 8) -> torch.T
     return Q @ (U[..., :r] * keep[..., None, :]) @ Vh[..., :r, :]
 
 
-RULES = ("muon", "auon", "hybrid_auon", "root", "randomized")
+def _symmetric_update(M: torch.Tensor, group: dict) -> torch.Tensor:
+    """A symmetry-compatible map of momenta (B, ..., m, n); with "match_rms_adamw" each matrix's
+    update is rescaled to RMS 0.2 (the maps differ in norm: row-norm has ‖U‖_F = √m)."""
+    U = symmetric_map(M, group["rule"], alpha=group.get("alpha", 0.0), center=group.get("center", False),
+                      eps=group.get("eps", 1e-8))
+    if group["adjust_lr_fn"] != "match_rms_adamw":
+        return U
+    rms = U.abs().pow(2).mean(dim=(-2, -1), keepdim=True).sqrt()
+    return U * (0.2 / (rms + 1e-12))
+
+
+def _update_scale(rule: str, rows: int, cols: int, convention: str) -> float:
+    """Factor multiplying a rule's map of an m×n momentum matrix.
+
+    Polar-factor rules (muon, root, randomized) use Muon's conventions (:func:`scale_factor`).
+    AuON's map has unit Frobenius norm (RMS 1/√(mn)), so there "match_rms_adamw" is 0.2·√(mn):
+    the update RMS is then ≈ 0.2 like AdamW's and one learning rate serves every rule.
+    """
+    if rule in MAPS:  # already scaled by _symmetric_update
+        return 1.0
+    if rule in ("auon", "hybrid_auon") and convention == "match_rms_adamw":
+        return 0.2 * math.sqrt(rows * cols)
+    return scale_factor(rows, cols, convention)
+
+
+RULES = ("muon", "auon", "hybrid_auon", "root", "randomized") + MAPS
 
 
 class MatrixMuon(Optimizer):
@@ -93,7 +121,7 @@ class MatrixMuon(Optimizer):
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
                  rule: str = "muon", ns_dtype: str = "bfloat16"):
-        if adjust_lr_fn not in ("original", "match_rms_adamw"):
+        if adjust_lr_fn not in ("original", "match_rms_adamw", "none"):
             raise ValueError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', got {adjust_lr_fn!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -136,52 +164,67 @@ class MatrixMuon(Optimizer):
                 buckets.setdefault(key, []).append((p, mats, rows, cols))
             for items in buckets.values():
                 batch = torch.stack([m for _, m, _, _ in items])
-                orthos = _per_matrix(batch, group["rule"], group["ns_steps"],
-                                     getattr(torch, group.get("ns_dtype", "bfloat16"))).unbind(0)
+                if group["rule"] in MAPS:
+                    orthos = _symmetric_update(batch, group).unbind(0)
+                else:
+                    orthos = _per_matrix(batch, group["rule"], group["ns_steps"],
+                                         getattr(torch, group.get("ns_dtype", "bfloat16"))).unbind(0)
                 for (p, _, rows, cols), ortho in zip(items, orthos):
                     p.mul_(1 - group["lr"] * group["weight_decay"])
-                    p.add_(self._back(p, ortho), alpha=-group["lr"] * scale_factor(rows, cols, group["adjust_lr_fn"]))
+                    scale = _update_scale(group["rule"], rows, cols, group["adjust_lr_fn"])
+                    p.add_(self._back(p, ortho), alpha=-group["lr"] * scale)
         return loss
 
 
-def _combined(module: nn.Module, rule: str, lr: float, weight_decay: float, momentum: float, nesterov: bool,
-              ns_steps: int, adjust_lr_fn: str, adamw: dict | None, torch_muon: bool,
-              spectral: str = "orthogonalize") -> Optimizer:
+def _assemble(routes: dict, rule: str, opts: dict, adamw: dict | None, spectral: str, torch_muon: bool,
+              extra: dict | None = None) -> Optimizer:
+    """The combined optimizer over routed parameters: ``rule`` on matrices and spectral weights
+    (plain 2-D ones on ``torch.optim.Muon`` when ``torch_muon``), ``extra`` members as given, AdamW on
+    the rest with the options in ``adamw`` (its lr defaults to the main lr)."""
     if spectral not in ("orthogonalize", "adamw"):
         raise ValueError(f"spectral must be 'orthogonalize' or 'adamw', got {spectral!r}")
-    routes = route_parameters(module)
     if spectral == "adamw":
         routes["adamw"] += routes.pop("spectral")
         routes["spectral"] = []
     matrices = [p for _, p in routes["matrix"]] + [p for _, p in routes["spectral"]]
     plain = [p for p in matrices if p.dim() == 2 and not p.is_complex()] if torch_muon else []
     shaped = [p for p in matrices if all(p is not q for q in plain)]
-    opts = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                adjust_lr_fn=adjust_lr_fn)
     members = {}
     if plain:
         members["muon"] = torch.optim.Muon(plain, **opts)
     if shaped:
         members[f"{rule}_matrix"] = MatrixMuon(shaped, rule=rule, **opts)
+    members.update(extra or {})
     rest = [p for _, p in routes["adamw"]]
     if rest:
-        aux = {"lr": lr, "weight_decay": 0.0, **(adamw or {})}
+        # the fallback shares the main lr unless ``adamw.lr`` is set, so ``optimizer.lr=`` moves both
+        aux = {"weight_decay": 0.0, **(adamw or {})}
+        aux["lr"] = aux.get("lr") or opts["lr"]
         aux["betas"] = tuple(aux.get("betas", (0.9, 0.999)))
         members["adamw"] = torch.optim.AdamW(rest, **aux)
     return CombinedOptimizer(members)
 
 
-def auon(module: nn.Module, lr: float = 0.24, weight_decay: float = 0.0, momentum: float = 0.95,
-         nesterov: bool = True, adjust_lr_fn: str = "original", adamw: dict | None = None,
+def _combined(module: nn.Module, rule: str, lr: float, weight_decay: float, momentum: float, nesterov: bool,
+              ns_steps: int, adjust_lr_fn: str, adamw: dict | None, torch_muon: bool,
+              spectral: str = "orthogonalize") -> Optimizer:
+    opts = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
+                adjust_lr_fn=adjust_lr_fn)
+    return _assemble(route_parameters(module), rule, opts, adamw, spectral, torch_muon)
+
+
+def auon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.95,
+         nesterov: bool = True, adjust_lr_fn: str = "match_rms_adamw", adamw: dict | None = None,
          spectral: str = "orthogonalize") -> Optimizer:
     """``optimizer=auon``: AuON (Frobenius-normalised momentum with a cosh trust-region factor) on
     hidden matrices and spectral weights, AdamW on the rest. The factor is ≈ 1 for real layers, so
-    this behaves as normalised-momentum SGD (reference notes 2.7)."""
+    this behaves as normalised-momentum SGD (reference notes 2.7). The paper's form is
+    ``adjust_lr_fn="original", lr=0.24``; the default matches AdamW's update RMS instead."""
     return _combined(module, "auon", lr, weight_decay, momentum, nesterov, 0, adjust_lr_fn, adamw, False, spectral)
 
 
-def hybrid_auon(module: nn.Module, lr: float = 0.24, weight_decay: float = 0.0, momentum: float = 0.95,
-                nesterov: bool = True, ns_steps: int = 1, adjust_lr_fn: str = "original",
+def hybrid_auon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.95,
+                nesterov: bool = True, ns_steps: int = 1, adjust_lr_fn: str = "match_rms_adamw",
                 adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
     """``optimizer=hybrid_auon``: AuON with ``ns_steps`` (default 1, as in the paper) Newton–Schulz steps."""
     return _combined(module, "hybrid_auon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw,
