@@ -121,13 +121,13 @@ def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
 
 
 def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
-    """Which update rule the configured optimizer applies to each parameter (built once here, on
-    the effective batch the task will use, and discarded: Lightning builds its own)."""
+    """Which update rule the configured optimizer applies to each parameter (built once here and
+    discarded: Lightning builds its own; learning rates do not matter for the table)."""
     from neuropde.optim import build_optimizer
     from neuropde.optim.grouping import describe_optimizer
 
     name = hydra_choices().get("optimizer", cfg.optimizer.get("_target_"))
-    table = describe_optimizer(task, build_optimizer(to_dict(cfg.optimizer), task))
+    table = describe_optimizer(task, build_optimizer({**to_dict(cfg.optimizer), "batch_scaling": "none"}, task))
     file.write_text(f"update rule of every trainable parameter under optimizer={name}\n\n{table}\n")
 
 

@@ -151,3 +151,22 @@ def test_scale_factor_table():
     assert scale_factor(512, 2048, "match_rms_adamw") == pytest.approx(0.2 * math.sqrt(2048))
     with pytest.raises(ValueError):
         scale_factor(4, 4, "spectral_typo")
+
+
+def test_fitted_coefficients_orthogonalise_better_on_their_shapes():
+    """The per-shape table (experiments/optimizers/fit_ns_coefficients.py) beats Muon's coefficients
+    on fresh Gaussian matrices of a fitted shape, and unknown shapes fall back to Muon's."""
+    from neuropde.optim.newton_schulz import MUON_COEFFICIENTS, coefficients_for, newton_schulz
+
+    assert coefficients_for(20, 20, "fitted") != MUON_COEFFICIENTS
+    assert coefficients_for(80, 20, "fitted") == coefficients_for(20, 80, "fitted")
+    assert coefficients_for(3, 1000, "fitted") == MUON_COEFFICIENTS  # no bucket near this shape
+    with pytest.raises(ValueError, match="fitted"):
+        coefficients_for(4, 4, "best")
+    torch.manual_seed(0)
+    for shape in [(20, 20), (32, 128), (64, 64)]:
+        G = torch.randn(16, *shape, dtype=torch.float64)
+        U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+        err = {which: (newton_schulz(G, coefficients=which, dtype=torch.float64) - U @ Vh).pow(2).mean().item()
+               for which in ("muon", "fitted")}
+        assert err["fitted"] < 0.5 * err["muon"], (shape, err)

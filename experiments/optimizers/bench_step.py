@@ -2,10 +2,13 @@
 
     python experiments/optimizers/bench_step.py --device cpu|cuda [--width 2048 --matrices 15]
 
-Two parameter sets: (1) `matrices` real square matrices of side `width` (defaults: 15 × 2048² ≈ 63M
-on cuda; 8 × 512² ≈ 2.1M on cpu, where Newton–Schulz on 63M parameters takes minutes per step);
-(2) the default SFNO's parameters (9.2M real numbers, mostly complex spectral weights). Gradients
-are fixed random tensors; each step is timed after warm-up (median, device synchronised).
+Three parameter sets: (1) `matrices` real square matrices of side `width` (defaults: 15 × 2048² ≈ 63M
+on cuda; 8 × 512² ≈ 2.1M on cpu, where Newton–Schulz on 63M parameters takes minutes per step),
+with the symmetric optimizer's row-norm and one-sided spectral maps timed on them too;
+(2) the default SFNO's parameters (9.2M real numbers, mostly complex spectral weights), each
+``optimizer=`` factory on the whole model; (3) the same matrices as frozen bases of rank-16 LoRA
+adapters: AdaPreLoRA against AdamW on the same factors. Gradients are fixed random tensors; each
+step is timed after warm-up (median, device synchronised).
 Writes results/step_<device>.json: {set: {rule: {"ms": ..., "ratio_to_adamw": ...}}}.
 """
 from __future__ import annotations
@@ -20,7 +23,10 @@ import torch
 from torch import nn
 
 from neuropde.models.sfno import SFNO
+from neuropde.nn.lora import LoRALinear
 from neuropde.optim import muon as M
+from neuropde.optim.adapre_lora import AdaPreLoRA
+from neuropde.optim.symmetric import symmetric
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,6 +46,19 @@ def timed(make_opt, params, device, warmup=3, repeats=10) -> float:
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times)
+
+
+class _Refill:
+    """AdaPreLoRA whose layers get their full-weight gradient back before each step (the refill is
+    one copy per layer, timed along with the step; a training step records it in the backward)."""
+
+    def __init__(self, opt, layers):
+        self.opt, self.saved = opt, [(layer, layer.full_grad.clone()) for layer in layers]
+
+    def step(self):
+        for layer, g in self.saved:
+            layer.full_grad.copy_(g)
+        self.opt.step()
 
 
 def adamw(params, device):
@@ -69,7 +88,8 @@ def main() -> None:
         **{name: (lambda r: lambda ps: M.MatrixMuon(ps, lr=1e-3, rule=r, ns_steps=8 if r == "randomized" else
                                                     (1 if r == "hybrid_auon" else 5)))(rule)
            for name, rule in [("muon", "muon"), ("auon", "auon"), ("hybrid_auon", "hybrid_auon"),
-                              ("root", "root"), ("muon_randomized", "randomized")]},
+                              ("root", "root"), ("muon_randomized", "randomized"),
+                              ("symmetric_rownorm", "rownorm"), ("symmetric_right_spectral", "right_spectral")]},
     }
     table = {name: timed(make, mats, device, repeats=args.repeats) for name, make in rules.items()}
     results[f"matrices_{count}x{width}x{width}"] = {
@@ -80,10 +100,31 @@ def main() -> None:
     params = list(net.parameters())
     factories = {"adamw": lambda _: adamw(params, device),
                  **{n: (lambda f: lambda _: f(net))(getattr(M, n))
-                    for n in ("muon", "auon", "hybrid_auon", "root", "muon_randomized")}}
+                    for n in ("muon", "auon", "hybrid_auon", "root", "muon_randomized")},
+                 "symmetric": lambda _: symmetric(net)}
     table = {name: timed(make, params, device, repeats=args.repeats) for name, make in factories.items()}
     results["sfno_default"] = {n: {"ms": round(ms, 3), "ratio_to_adamw": round(ms / table["adamw"], 3)}
                                for n, ms in table.items()}
+
+    # (3) LoRA factors (rank 16) on the same matrices: AdaPreLoRA reads the full-weight gradient
+    layers = []
+    for _ in range(count):
+        layer = LoRALinear(nn.Linear(width, width, bias=False).to(device), rank=16)
+        layer.full_grad.normal_()
+        layers.append(layer)
+    factors = [p for layer in layers for p in (layer.lora_B, layer.lora_A)]
+    for layer in layers:
+        layer.lora_B.data.normal_()  # past the first step: both factors nonzero
+
+    def adapre(_):
+        opt = AdaPreLoRA(layers, lr=1e-3)
+        # the step clears the recorded gradient; keep it filled for every timed step
+        return _Refill(opt, layers)
+
+    table = {"adamw": timed(lambda ps: adamw(ps, device), factors, device, repeats=args.repeats),
+             "adapre_lora": timed(adapre, factors, device, repeats=args.repeats)}
+    results[f"lora_rank16_{count}x{width}x{width}"] = {
+        n: {"ms": round(ms, 3), "ratio_to_adamw": round(ms / table["adamw"], 3)} for n, ms in table.items()}
 
     (HERE / "results").mkdir(exist_ok=True)
     out = HERE / "results" / f"step_{device.type}.json"

@@ -14,7 +14,16 @@ def build_optimizer(cfg: dict, module, batch_size: int | None = None):
 
     cfg = dict(cfg)
     rule, reference = cfg.pop("batch_scaling", "none"), cfg.pop("reference_batch_size", None)
-    opt = instantiate(cfg, module=module, _convert_="all")
+    from hydra.errors import InstantiationException
+
+    from neuropde.errors import UserError
+
+    try:
+        opt = instantiate(cfg, module=module, _convert_="all")
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):  # the factory's own message names the fix: show it plainly
+            raise e.__cause__ from None
+        raise
     factor = lr_batch_factor(rule, reference, batch_size)
     if factor != 1.0:
         for group in opt.param_groups:

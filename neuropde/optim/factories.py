@@ -23,11 +23,9 @@ def lbfgs(module: nn.Module, lr: float = 1.0, max_iter: int = 20, history_size: 
           tolerance_grad: float = 1e-9, tolerance_change: float = 1e-12,
           line_search_fn: str | None = "strong_wolfe") -> torch.optim.Optimizer:
     """torch's L-BFGS over every parameter, never wrapped in a combined optimizer: it calls the
-    closure several times per step (line search), which Lightning supports for this optimizer."""
+    closure several times per step (line search), which Lightning supports for this optimizer.
+    Complex spectral weights are optimised as pairs of reals (torch views them with view_as_real)."""
     params = [p for p in module.parameters() if p.requires_grad]
-    if any(p.is_complex() for p in params):
-        raise ValueError("optimizer=lbfgs takes real parameters only (it is meant for PINNs); "
-                         "use adamw or muon for models with complex spectral weights")
     return torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, history_size=history_size,
                              tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                              line_search_fn=line_search_fn)

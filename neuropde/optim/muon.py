@@ -36,7 +36,8 @@ def clip_top_decile(M: torch.Tensor) -> torch.Tensor:
     return M * torch.clamp(eps / (M.abs() + 1e-30), max=1.0)
 
 
-def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int, ns_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int, ns_dtype: torch.dtype = torch.bfloat16,
+                coefficients: str = "muon") -> torch.Tensor:
     """The rule's map of a batch of momentum matrices (..., m, n), real or complex.
 
     muon: Newton–Schulz polar factor. auon: Frobenius-normalised, divided by AuON's cosh factor
@@ -44,15 +45,16 @@ def _per_matrix(update: torch.Tensor, rule: str, ns_steps: int, ns_dtype: torch.
     normalised matrix, then the cosh factor. root: the entries above the 90 % quantile of |M| clipped
     to it, then the Newton–Schulz polar factor (ROOT, outlier-robust).
     """
+    ns = dict(steps=ns_steps, dtype=ns_dtype, coefficients=coefficients)
     if rule == "muon":
-        return newton_schulz(update, steps=ns_steps, dtype=ns_dtype)
+        return newton_schulz(update, **ns)
     if rule == "randomized":
         return randomized_polar(update, rank=ns_steps)
     if rule == "root":
-        return newton_schulz(clip_top_decile(update), steps=ns_steps, dtype=ns_dtype)
+        return newton_schulz(clip_top_decile(update), **ns)
     x = update / (torch.linalg.matrix_norm(update)[..., None, None] + 1e-7)
     if rule == "hybrid_auon":
-        x = newton_schulz(x, steps=ns_steps, dtype=ns_dtype)
+        x = newton_schulz(x, **ns)
     return x / (_cosh_damping(x) + 1e-8)
 
 
@@ -72,6 +74,15 @@ def randomized_polar(G: torch.Tensor, rank: int, oversample: int = 8) -> torch.T
     tol = S[..., :1] * torch.finfo(S.dtype).eps * max(G.shape[-2:]) * 10
     keep = (S[..., :r] > tol).to(U.dtype)
     return Q @ (U[..., :r] * keep[..., None, :]) @ Vh[..., :r, :]
+
+
+def _ns_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Newton–Schulz compute dtype: "bfloat16", "float32", or "auto" (bfloat16 on GPUs, float32 on CPUs)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in ("bfloat16", "float32", "float64"):
+        raise ValueError(f"ns_dtype must be bfloat16, float32, float64 or auto, got {name!r}")
+    return getattr(torch, name)
 
 
 def _symmetric_update(M: torch.Tensor, group: dict) -> torch.Tensor:
@@ -116,17 +127,20 @@ class MatrixMuon(Optimizer):
     ns_dtype : compute dtype of Newton–Schulz for real matrices: "bfloat16" (as torch.optim.Muon;
         measured 4× faster than float32 on the 2-core development CPU and the usual choice on GPUs)
         or "float32"; complex weights always use complex64.
+    ns_coefficients : "muon" (the standard quintic) or "fitted" (per-shape coefficients from
+        ``ns_coefficients.json``, as ROOT does; see :func:`~neuropde.optim.newton_schulz.coefficients_for`).
     """
 
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
-                 rule: str = "muon", ns_dtype: str = "bfloat16"):
+                 rule: str = "muon", ns_dtype: str = "bfloat16", ns_coefficients: str = "muon"):
         if adjust_lr_fn not in ("original", "match_rms_adamw", "none"):
             raise ValueError(f"adjust_lr_fn must be 'original' or 'match_rms_adamw', got {adjust_lr_fn!r}")
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                        ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, rule=rule, ns_dtype=ns_dtype)
+                        ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, rule=rule, ns_dtype=ns_dtype,
+                        ns_coefficients=ns_coefficients)
         super().__init__(params, defaults)
 
     @staticmethod
@@ -168,7 +182,8 @@ class MatrixMuon(Optimizer):
                     orthos = _symmetric_update(batch, group).unbind(0)
                 else:
                     orthos = _per_matrix(batch, group["rule"], group["ns_steps"],
-                                         getattr(torch, group.get("ns_dtype", "bfloat16"))).unbind(0)
+                                         _ns_dtype(group.get("ns_dtype", "bfloat16"), batch.device),
+                                         group.get("ns_coefficients", "muon")).unbind(0)
                 for (p, _, rows, cols), ortho in zip(items, orthos):
                     p.mul_(1 - group["lr"] * group["weight_decay"])
                     scale = _update_scale(group["rule"], rows, cols, group["adjust_lr_fn"])
@@ -187,11 +202,15 @@ def _assemble(routes: dict, rule: str, opts: dict, adamw: dict | None, spectral:
         routes["adamw"] += routes.pop("spectral")
         routes["spectral"] = []
     matrices = [p for _, p in routes["matrix"]] + [p for _, p in routes["spectral"]]
+    # torch.optim.Muon has one coefficient set for all shapes: per-shape ones need the project's path
+    torch_muon = (torch_muon and opts.get("ns_coefficients", "muon") == "muon"
+                  and opts.get("ns_dtype", "bfloat16") == "bfloat16")
     plain = [p for p in matrices if p.dim() == 2 and not p.is_complex()] if torch_muon else []
     shaped = [p for p in matrices if all(p is not q for q in plain)]
     members = {}
     if plain:
-        members["muon"] = torch.optim.Muon(plain, **opts)
+        own = ("ns_coefficients", "ns_dtype")  # options of the project's path only
+        members["muon"] = torch.optim.Muon(plain, **{k: v for k, v in opts.items() if k not in own})
     if shaped:
         members[f"{rule}_matrix"] = MatrixMuon(shaped, rule=rule, **opts)
     members.update(extra or {})
@@ -207,9 +226,10 @@ def _assemble(routes: dict, rule: str, opts: dict, adamw: dict | None, spectral:
 
 def _combined(module: nn.Module, rule: str, lr: float, weight_decay: float, momentum: float, nesterov: bool,
               ns_steps: int, adjust_lr_fn: str, adamw: dict | None, torch_muon: bool,
-              spectral: str = "orthogonalize") -> Optimizer:
+              spectral: str = "orthogonalize",
+        ns_coefficients: str = "muon", ns_dtype: str = "bfloat16") -> Optimizer:
     opts = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
-                adjust_lr_fn=adjust_lr_fn)
+                adjust_lr_fn=adjust_lr_fn, ns_coefficients=ns_coefficients, ns_dtype=ns_dtype)
     return _assemble(route_parameters(module), rule, opts, adamw, spectral, torch_muon)
 
 
@@ -225,20 +245,23 @@ def auon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, momentu
 
 def hybrid_auon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, momentum: float = 0.95,
                 nesterov: bool = True, ns_steps: int = 1, adjust_lr_fn: str = "match_rms_adamw",
-                adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
+                adamw: dict | None = None, spectral: str = "orthogonalize",
+        ns_coefficients: str = "muon", ns_dtype: str = "bfloat16") -> Optimizer:
     """``optimizer=hybrid_auon``: AuON with ``ns_steps`` (default 1, as in the paper) Newton–Schulz steps."""
     return _combined(module, "hybrid_auon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw,
-                     False, spectral)
+                     False, spectral, ns_coefficients=ns_coefficients, ns_dtype=ns_dtype)
 
 
 def root(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
-         adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
+         adamw: dict | None = None, spectral: str = "orthogonalize",
+        ns_coefficients: str = "muon", ns_dtype: str = "bfloat16") -> Optimizer:
     """``optimizer=root``: ROOT (momentum entries above the 90 % |M| quantile clipped, then
-    Newton–Schulz with the reference coefficients; the shape-tuned table covers only 2048-wide
-    matrices) on hidden matrices and spectral weights, AdamW on the rest."""
+    Newton–Schulz) on hidden matrices and spectral weights, AdamW on the rest. ROOT's own
+    shape-tuned table covers only 2048-wide matrices, so on our shapes it runs Muon's coefficients,
+    as here by default; ``ns_coefficients="fitted"`` uses the project's table for our shapes."""
     return _combined(module, "root", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, False,
-                     spectral)
+                     spectral, ns_coefficients=ns_coefficients, ns_dtype=ns_dtype)
 
 
 def muon_randomized(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
@@ -252,7 +275,8 @@ def muon_randomized(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0
 
 def muon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
          nesterov: bool = True, ns_steps: int = 5, adjust_lr_fn: str = "match_rms_adamw",
-         adamw: dict | None = None, spectral: str = "orthogonalize") -> Optimizer:
+         adamw: dict | None = None, spectral: str = "orthogonalize",
+        ns_coefficients: str = "muon", ns_dtype: str = "bfloat16") -> Optimizer:
     """``optimizer=muon``: Muon on hidden matrices and spectral weights, AdamW on the rest.
 
     Real 2-D hidden weights use ``torch.optim.Muon``; conv kernels and complex spectral weights
@@ -260,4 +284,4 @@ def muon(module: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1, momentu
     options in ``adamw``. Returns a :class:`CombinedOptimizer` (one ``step``, one closure call).
     """
     return _combined(module, "muon", lr, weight_decay, momentum, nesterov, ns_steps, adjust_lr_fn, adamw, True,
-                     spectral)
+                     spectral, ns_coefficients=ns_coefficients, ns_dtype=ns_dtype)

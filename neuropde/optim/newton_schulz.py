@@ -7,16 +7,47 @@ Algorithm and conventions: the project's optimizer reference notes (optimizers.m
 """
 from __future__ import annotations
 
+import json
 import math
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-__all__ = ["newton_schulz", "orthogonalize_spectral_weight", "scale_factor"]
+__all__ = ["newton_schulz", "orthogonalize_spectral_weight", "scale_factor", "coefficients_for"]
 
 # Muon's quintic coefficients: maximal slope at 0, so small singular values grow fast (~485x over
 # five steps); the price is that outputs oscillate in ~[0.68, 1.13] instead of converging to 1.
 MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+FITTED_TABLE = Path(__file__).with_name("ns_coefficients.json")
+
+
+@lru_cache(maxsize=1)
+def _fitted_table() -> dict[tuple[int, int], tuple[float, float, float]]:
+    shapes = json.loads(FITTED_TABLE.read_text())["shapes"]
+    return {tuple(int(v) for v in key.split("x")): tuple(entry["coefficients"]) for key, entry in shapes.items()}
+
+
+def coefficients_for(m: int, n: int, which: str = "muon") -> tuple[float, float, float]:
+    """(a, b, c) for an m×n matrix: ``"muon"`` (the standard quintic) or ``"fitted"`` (per shape, from
+    ``ns_coefficients.json`` written by ``experiments/optimizers/fit_ns_coefficients.py``).
+
+    A shape is matched to the nearest fitted (min side, max side) bucket when its short side and its
+    aspect ratio are both within a factor 1.6 of it; other shapes use Muon's coefficients, as ROOT
+    falls back for shapes outside its table.
+    """
+    if which == "muon":
+        return MUON_COEFFICIENTS
+    if which != "fitted":
+        raise ValueError(f"ns_coefficients must be 'muon' or 'fitted', got {which!r}")
+    lo, hi = min(m, n), max(m, n)
+    best, dist = MUON_COEFFICIENTS, math.log(1.6)
+    for (bl, bh), coef in _fitted_table().items():
+        d = max(abs(math.log(lo / bl)), abs(math.log((hi / lo) / (bh / bl))))
+        if d <= dist:
+            best, dist = coef, d
+    return best
 
 
 def _compute_dtype(input_dtype: torch.dtype, dtype: torch.dtype) -> torch.dtype:
@@ -37,7 +68,7 @@ def _iterate_one(x: Tensor, steps: int, a: float, b: float, c: float) -> Tensor:
     return x
 
 
-def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, float] = MUON_COEFFICIENTS,
+def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, float] | str = MUON_COEFFICIENTS,
                   eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> Tensor:
     """Approximate polar factor U Vᴴ of every matrix in a batch by the quintic Newton–Schulz iteration.
 
@@ -51,8 +82,8 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, f
         Real or complex matrices (e.g. momentum buffers); leading dimensions are a batch.
     steps : int
         Number of iterations (5 in Muon).
-    coefficients : tuple of float
-        (a, b, c) of the odd quintic; Muon's defaults.
+    coefficients : tuple of float, or "muon" / "fitted"
+        (a, b, c) of the odd quintic; a name picks them by shape (:func:`coefficients_for`).
     eps : float
         Lower clamp of the Frobenius norm, so a zero matrix gives a zero (not NaN) output.
     dtype : torch.dtype
@@ -69,8 +100,8 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, f
         raise ValueError(f"newton_schulz needs (..., m, n) matrices, got shape {tuple(G.shape)}")
     if G.numel() == 0:
         return G.clone()
-    a, b, c = coefficients
     *batch, m, n = G.shape
+    a, b, c = coefficients_for(m, n, coefficients) if isinstance(coefficients, str) else coefficients
     X = G.reshape(-1, m, n).to(_compute_dtype(G.dtype, dtype))
     # Iterate on the wide orientation: the Gram matrix X Xᴴ is then min(m, n)², the cheap side.
     wide = m <= n
