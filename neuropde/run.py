@@ -115,7 +115,10 @@ def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
 
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="min",
                               save_last=True, auto_insert_metric_name=False)
-    callbacks = [ckpt_cb, ValidationPlots(out / "plots", every_n_epochs=cfg.get("plot_every_n_epochs", 1))]
+    from neuropde.callbacks.timing import EpochTimer
+
+    callbacks = [ckpt_cb, ValidationPlots(out / "plots", every_n_epochs=cfg.get("plot_every_n_epochs", 1)),
+                 EpochTimer()]
     logger = CSVLogger(out, name="logs", version="") if cfg.get("logger", "csv") == "csv" else False
     return L.Trainer(**to_dict(cfg.trainer), callbacks=callbacks, logger=logger, default_root_dir=out)
 
@@ -161,11 +164,14 @@ def train(cfg: DictConfig) -> dict:
     best = trainer.checkpoint_callback.best_model_path or None
     tested = trainer.test(task, datamodule=dm, ckpt_path=best, verbose=False)
     metrics.update(_metrics(tested[0] if tested else {}))
-    metrics.update({"params": n_params, "epochs": trainer.current_epoch, "best_ckpt": best})
+    timer = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EpochTimer")
+    metrics.update({"params": n_params, "epochs": trainer.current_epoch, "best_ckpt": best,
+                    "sec_per_epoch": timer.median})
     if trainer.is_global_zero:
         atomic_write_json(out / "metrics.json", metrics)
-        log.info("test/rel_l2 %.4g (persistence %.4g); metrics in %s", metrics.get("test/rel_l2", float("nan")),
-                 metrics.get("test/rel_l2_persistence", float("nan")), out / "metrics.json")
+        baseline = metrics.get("test/rel_l2_persistence")
+        log.info("test/rel_l2 %.4g%s; metrics in %s", metrics.get("test/rel_l2", float("nan")),
+                 "" if baseline is None else f" (persistence {baseline:.4g})", out / "metrics.json")
     return metrics
 
 

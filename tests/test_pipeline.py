@@ -22,8 +22,14 @@ def families():
 def test_every_family_has_tiny_settings_and_trains(family, data_root, tmp_path):
     tiny = CONF / "experiment" / f"{family}_tiny.yaml"
     assert tiny.exists(), f"model family {family} has no tiny test settings: add conf/experiment/{family}_tiny.yaml"
-    metrics = train(compose("train", [f"experiment={family}_tiny", f"run_dir={tmp_path}"]))
-    for key in ("test/rel_l2", "test/rel_l2_persistence", "val/rel_l2", "test/h1", "test/rel_l2_frame01"):
+    cfg = compose("train", [f"experiment={family}_tiny", f"run_dir={tmp_path}"])
+    metrics = train(cfg)
+    keys = ["test/rel_l2", "val/rel_l2", "test/h1", "test/rel_l2_frame01"]
+    if cfg.data.spec.kind == "trajectory2d":  # input -> output pairs have no persistence baseline
+        keys.append("test/rel_l2_persistence")
+    else:
+        assert "test/rel_l2_persistence" not in metrics
+    for key in keys:
         assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["test/rel_l2"] == pytest.approx(metrics["test/rel_l2"])
@@ -106,11 +112,12 @@ def test_resume_after_a_crash_continues_exactly(optimizer, data_root, tmp_path):
 
 @pytest.mark.parametrize("family", families())
 def test_every_family_learns_its_tiny_task(family, data_root, tmp_path):
-    """60 epochs on 8 tiny trajectories must beat persistence clearly (measured: ~0.06 vs 0.20)."""
+    """60 epochs on 8 tiny samples must beat the trivial prediction clearly: persistence for
+    trajectories (measured: ~0.06 vs 0.20), zero (relative L2 = 1) for input -> output pairs."""
     metrics = train(compose("train", [f"experiment={family}_tiny", "trainer.max_epochs=60", "scheduler=onecycle",
                                       "optimizer.lr=1e-2", "logger=none", "plot_every_n_epochs=100",
                                       f"run_dir={tmp_path}"]))
-    assert metrics["test/rel_l2"] < 0.5 * metrics["test/rel_l2_persistence"]
+    assert metrics["test/rel_l2"] < 0.5 * metrics.get("test/rel_l2_persistence", 1.0)
 
 
 def test_init_from_loads_matching_weights(trained_fno, tmp_path):

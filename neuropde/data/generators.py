@@ -117,4 +117,35 @@ def navier_stokes(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.n
     return make_shard
 
 
-GENERATORS = {"navier_stokes": navier_stokes}
+def navier_stokes_forcing(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """Pairs forcing f ↦ vorticity ω(T) of 2D Navier–Stokes from rest (MG-TFNO's task).
+
+    Each sample draws its own forcing, a Gaussian random field (covariance ∝ (−Δ + τ²)^(−α))
+    rescaled to RMS ``forcing_rms``, and solves ∂_tω + u·∇ω = νΔω + f from ω₀ = 0 to ``t_final``.
+    Stored as a 2-frame trajectory [f, ω(T)] at times [0, T]: window t_in = 1 → t_out = 1.
+    """
+    from neuropde.pde import navier_stokes as ns
+
+    g = data_cfg["generator"]
+    resolution = int(data_cfg["resolution"])
+    n = max(int(g["solve_resolution"]), resolution)
+    device = pick_device(g.get("device", "auto"))
+    dtype = getattr(torch, g.get("solve_dtype", "float64"))
+    L, t_final = float(g["L"]), float(g["t_final"])
+
+    def forcing(seed: int) -> torch.Tensor:
+        f = ns.gaussian_random_field(1, n, L=L, alpha=float(g["grf_alpha"]), tau=float(g["grf_tau"]),
+                                     generator=torch.Generator().manual_seed(seed), dtype=dtype, device=device)
+        return f * (float(g["forcing_rms"]) / f.pow(2).mean().sqrt())
+
+    def make_shard(start: int, stop: int):
+        f = torch.cat([forcing(sample_seed(int(data_cfg["seed"]), split, i)) for i in range(start, stop)])
+        solver = ns.NavierStokes2D(n, L=L, nu=float(g["nu"]), forcing=f, dtype=dtype, device=device)
+        w = solver.simulate(torch.zeros_like(f), float(g["dt"]), [t_final])[:, -1]
+        pair = torch.stack([f, w], dim=1)  # (shard, 2, n, n)
+        return _downsample(pair, resolution).float().cpu().numpy(), np.array([0.0, t_final])
+
+    return make_shard
+
+
+GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing}

@@ -21,15 +21,26 @@ class FNO(nn.Module):
     t_in, t_out : input / output frames (channels).
     modes : Fourier modes kept per spatial axis.
     width : hidden channels; ``n_layers`` : Fourier layers.
+    factorization : ``dense`` (default) or ``tucker`` / ``cp`` / ``tt``: each spectral weight as a
+        low-rank tensor (TFNO, through neuraloperator and tensorly) keeping ``rank`` × the dense
+        parameter count; ``implementation="factorized"`` contracts the input with the factors
+        directly, ``"reconstructed"`` rebuilds the dense weight first (same result).
     """
 
     def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 20,
-                 n_layers: int = 4, positional_embedding: str | None = "grid"):
+                 n_layers: int = 4, positional_embedding: str | None = "grid",
+                 factorization: str | None = None, rank: float = 1.0, implementation: str = "factorized"):
         super().__init__()
         self.t_in, self.t_out = int(t_in), int(t_out)
+        factorization = None if factorization in (None, "dense") else factorization
+        if factorization not in (None, "tucker", "cp", "tt"):
+            raise ValueError(f"factorization must be dense, tucker, cp or tt, got {factorization!r}")
+        if implementation not in ("factorized", "reconstructed"):
+            raise ValueError(f"implementation must be factorized or reconstructed, got {implementation!r}")
         self.fno = _NeuralopFNO(n_modes=tuple(modes), in_channels=self.t_in, out_channels=self.t_out,
                                 hidden_channels=int(width), n_layers=int(n_layers),
-                                positional_embedding=positional_embedding)
+                                positional_embedding=positional_embedding, factorization=factorization,
+                                rank=float(rank), implementation=implementation)
 
     def forward(self, x: torch.Tensor, t_out: int | None = None) -> torch.Tensor:
         """x: (B, t_in, X, Y) -> (B, t_out, X, Y)."""

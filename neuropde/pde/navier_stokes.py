@@ -56,7 +56,8 @@ class NavierStokes2D(nn.Module):
     n : grid points per side.
     L : domain side.
     nu : kinematic viscosity.
-    forcing : None or Tensor (n, n), physical-space vorticity forcing ``f`` (constant in time).
+    forcing : None or Tensor (n, n) or (B, n, n), physical-space vorticity forcing ``f`` (constant in
+        time); a batch of forcings drives a batch of B fields, one each.
     dealias : apply the 2/3 rule to the advection term.
     dtype : float32 or float64; inputs are cast to it.
     device : where the buffers live; inputs are moved there.
@@ -77,8 +78,8 @@ class NavierStokes2D(nn.Module):
                              persistent=False)
         self.register_buffer("mask", mask.to(dtype), persistent=False)
         if forcing is not None:
-            if tuple(forcing.shape) != (n, n):
-                raise ValueError(f"forcing must be ({n}, {n}), got {tuple(forcing.shape)}")
+            if forcing.dim() not in (2, 3) or tuple(forcing.shape[-2:]) != (n, n):
+                raise ValueError(f"forcing must be ({n}, {n}) or (B, {n}, {n}), got {tuple(forcing.shape)}")
             # stored as real pairs: Module.to(dtype) then casts it like the other buffers
             f_hat = torch.view_as_real(torch.fft.rfft2(forcing.to(device=device, dtype=dtype)))
             self.register_buffer("f_hat", f_hat, persistent=False)

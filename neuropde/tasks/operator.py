@@ -22,12 +22,14 @@ class OperatorTask(BaseTask):
     t_out : number of output frames trained on.
     loss : ``rel_l2`` | ``h1`` | ``sobolev`` (relative H^``loss_s``).
     domain_length : side of the periodic domain (for Sobolev norms).
+    persistence : log the repeat-the-last-input-frame baseline (trajectories; off for input→output pairs).
     """
 
     def __init__(self, net: nn.Module, t_out: int, optimizer: dict, scheduler: dict | None = None,
                  stats: dict | None = None, loss: str = "rel_l2", loss_s: float = -1.0,
-                 domain_length: float = 1.0):
+                 domain_length: float = 1.0, persistence: bool = True):
         super().__init__(optimizer, scheduler, stats)
+        self.persistence = bool(persistence)
         self.net, self.t_out, self.L = net, int(t_out), float(domain_length)
         self.loss_fn = make_loss(loss, loss_s, self.L)
 
@@ -50,8 +52,9 @@ class OperatorTask(BaseTask):
         self.log(f"{stage}/loss", self.loss_fn(pred, y), batch_size=n, sync_dist=True)
         self.log(f"{stage}/rel_l2", err, prog_bar=True, batch_size=n, sync_dist=True)
         self.log(f"{stage}/h1", rel_sobolev(pred, y, 1.0, self.L), batch_size=n, sync_dist=True)
-        persistence = x[:, -1:].expand_as(y)
-        self.log(f"{stage}/rel_l2_persistence", rel_l2(persistence, y), batch_size=n, sync_dist=True)
+        if self.persistence:
+            persistence = x[:, -1:].expand_as(y)
+            self.log(f"{stage}/rel_l2_persistence", rel_l2(persistence, y), batch_size=n, sync_dist=True)
         if stage == "test":
             for t, e in enumerate(rel_l2_per_frame(pred, y)):
                 self.log(f"test/rel_l2_frame{t + 1:02d}", e, batch_size=n, sync_dist=True)
