@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One lease of a GPU (H100/H200), under 8 minutes: GPU tests, solver speed, and a reduced main job
+# One lease of a GPU (H100/H200), under 8 minutes: GPU tests, solver speed, optimizer step costs,
+# MG-TFNO memory per call at 512², and a reduced main job
 # (SFNO on ns2d: 256 training trajectories solved at 256², stored at 64²), Spectral-Refiner at 64²,
 # and the zero-shot (and refined) error at 256². Writes $OUT/summary.json (the table) and logs; prints the table last.
 #
@@ -29,12 +30,16 @@ timeout 40 python3 experiments/bench/ns_solver_speed.py --device cuda 64x64 64x2
 tail -5 "$OUT/ns_speed.log"
 
 stage "optimizer step benchmark"
-timeout 60 python3 experiments/optimizers/bench_step.py --device cuda > "$OUT/bench_step.log" 2>&1
+timeout 75 python3 experiments/optimizers/bench_step.py --device cuda > "$OUT/bench_step.log" 2>&1
 cp experiments/optimizers/results/step_cuda.json "$OUT/" 2>/dev/null
+
+stage "MG-TFNO memory per training call at 512² (no training)"
+timeout 40 python3 experiments/mg_tfno/run.py --full --memory-only --resolution 512 > /tmp/mg_memory.log 2>&1
+tail -1 /tmp/mg_memory.log
 
 stage "reduced main job: train.py model=sfno data=ns2d"
 RUN=/tmp/sfno_ns2d_run
-timeout 210 python3 train.py model=sfno data=ns2d scheduler=onecycle optimizer.lr=3e-3 \
+timeout 180 python3 train.py model=sfno data=ns2d scheduler=onecycle optimizer.lr=3e-3 \
   data.samples.train=256 data.samples.val=16 data.samples.test=16 \
   data.generator.t_warmup=10 data.generator.n_frames=30 data.generator.shard_size=144 \
   trainer.max_epochs=10 trainer.enable_progress_bar=false run_dir=$RUN > "$OUT/train.log" 2>&1
@@ -70,6 +75,7 @@ summary = {
     "sfno_zero_shot_rel_l2_256": pred.get("test/rel_l2"),
     "sfno_zero_shot_refined_rel_l2_256": pred.get("test/rel_l2_refined"),
     "sfno_zero_shot_persistence_256": pred.get("test/rel_l2_persistence"),
+    "mg_tfno_memory_512": load("experiments/mg_tfno/results/full_memory.json"),
 }
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))

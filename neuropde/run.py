@@ -269,12 +269,13 @@ def predict(cfg: DictConfig) -> dict:
     res = int(pcfg.data.resolution)
     L = float(pcfg.data.spec.get("L", 1.0))
     metrics = {f"{split}/rel_l2": float(rel_l2(pred, truth)),
-               f"{split}/rel_l2_persistence": float(rel_l2(last.expand_as(truth), truth)),
                f"{split}/rel_l2_per_frame": rel_l2_per_frame(pred, truth).tolist(),
                "rel_l2_per_sample": rel_l2(pred, truth, reduce=False).tolist(),
                "resolution": res, "split": split, "samples": int(pred.shape[0]),
                "ckpt": str(checkpoint.resolve_path(cfg.ckpt)),
                "trained_resolution": int(ckpt["neuropde"]["config"]["data"]["resolution"])}
+    if getattr(task, "persistence", True):  # the repeat-last-frame baseline means something for trajectories only
+        metrics[f"{split}/rel_l2_persistence"] = float(rel_l2(last.expand_as(truth), truth))
     if "estimate" in cat:
         from scipy.stats import spearmanr
 
@@ -307,8 +308,9 @@ def predict(cfg: DictConfig) -> dict:
         plot_fields(truth[i].numpy(), shown[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
                     title=f"{split} sample {i}, {res}², rel L2 {float(rel_l2(shown[i:i+1], truth[i:i+1])):.2e}"
                     + (" (refined)" if refining else ""))
-    log.info("%s/rel_l2 %.4g at %d² (persistence %.4g)%s; outputs in %s", split, metrics[f"{split}/rel_l2"], res,
-             metrics[f"{split}/rel_l2_persistence"],
+    baseline = metrics.get(f"{split}/rel_l2_persistence")
+    log.info("%s/rel_l2 %.4g at %d²%s%s; outputs in %s", split, metrics[f"{split}/rel_l2"], res,
+             "" if baseline is None else f" (persistence {baseline:.4g})",
              f", refined {metrics[f'{split}/rel_l2_refined']:.4g}" if refining else "", out)
     return metrics
 

@@ -8,7 +8,8 @@ Every variant is ``model=mg_tfno`` with other settings (a dense FNO is ``factori
 levels=0``), trained with the quick experiment's budget; a variant whose run dir holds
 ``metrics.json`` is not trained again. Writes ``results/<mode>.json`` with the keys ``params``,
 ``rel_l2``, ``h1``, ``peak_mem_mb_per_call``, ``sec_per_epoch`` (each a dict by variant) and
-``compression`` (dense FNO's parameters / the variant's).
+``compression`` (dense FNO's parameters / the variant's), and ``tucker_contraction_ms_per_call``
+(one training call of the Tucker-0.1 TFNO, factorized contraction vs the dense weight rebuilt).
 
 Peak memory of one training call (forward + backward): one full sample for FNO/TFNO, one patch
 for MG-TFNO. On CUDA it is ``torch.cuda.max_memory_allocated`` above the parameters; on the CPU,
@@ -85,6 +86,46 @@ def one_call_memory(net, resolution: int, t_in: int, device) -> float:
     return call_memory_mb(net, x)
 
 
+def contraction_ms(cfg, device, repeats: int = 10) -> dict:
+    """Median ms of one training call (batch of the loader's size) of the Tucker-0.1 TFNO with the
+    factorized contraction and with the dense weight rebuilt per call."""
+    import statistics
+
+    from hydra.utils import instantiate
+
+    out = {}
+    x = torch.randn(int(cfg.data.loader.batch_size), int(cfg.data.window.t_in), int(cfg.data.resolution),
+                    int(cfg.data.resolution), device=device)
+    for impl in ("factorized", "reconstructed"):
+        torch.manual_seed(0)
+        net = instantiate(cfg.model.net, factorization="tucker", rank=0.1, levels=0, implementation=impl).to(device)
+        times = []
+        for i in range(repeats + 2):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            net(x).square().mean().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 2:
+                times.append(1e3 * (time.perf_counter() - t))
+        out[impl] = round(statistics.median(times), 2)
+    return out
+
+
+def markdown_table(results: dict) -> str:
+    """The README table: one row per variant."""
+    rows = ["| variant | parameters | compression vs dense FNO | peak MiB per training call | s per epoch "
+            "| test rel. L2 | test rel. H1 |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
+    for name in [v for v in VARIANTS if v in results["params"]]:
+        get = lambda key: results.get(key, {}).get(name)  # noqa: E731
+        rows.append(f"| `{name}` | {get('params'):,} | {fmt(get('compression'), '.1f')}× | "
+                    f"{fmt(get('peak_mem_mb_per_call'), '.2f')} | {fmt(get('sec_per_epoch'), '.1f')} | "
+                    f"{fmt(get('rel_l2'), '.3f')} | {fmt(get('h1'), '.3f')} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
@@ -92,13 +133,25 @@ def main() -> None:
     g.add_argument("--full", action="store_true", help="GPU-sized: ns2d_hr at 128²")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
+    p.add_argument("--memory-only", action="store_true",
+                   help="no training: parameters, memory per call and contraction time only (-> results/<mode>_memory.json)")
+    p.add_argument("--resolution", type=int, default=None, help="with --memory-only: the field size (default: the data's)")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {k: {} for k in ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")}
     for name in args.variants:
         run = Path(args.out) / mode / name
-        cfg = compose(MODES[mode] + VARIANTS[name] + [f"run_dir={run}"])
+        cfg = compose(MODES[mode] + VARIANTS[name] + [f"run_dir={run}"]
+                      + ([f"data.resolution={args.resolution}"] if args.resolution else []))
+        if args.memory_only:
+            from hydra.utils import instantiate
+
+            net = instantiate(cfg.model.net)
+            results["params"][name] = sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters())
+            results["peak_mem_mb_per_call"][name] = round(
+                one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
+            continue
         if (run / "metrics.json").exists():
             metrics = json.loads((run / "metrics.json").read_text())
         else:
@@ -114,6 +167,7 @@ def main() -> None:
         results["sec_per_epoch"][name] = metrics.get("sec_per_epoch")
         results["peak_mem_mb_per_call"][name] = round(
             one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
+    results["tucker_contraction_ms_per_call"] = contraction_ms(compose(MODES[mode]), device)
     if "fno" in results["params"]:
         results["compression"] = {k: results["params"]["fno"] / v for k, v in results["params"].items()}
     results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
@@ -122,8 +176,10 @@ def main() -> None:
                           "memory_measure": "cuda max_memory_allocated" if device.type == "cuda"
                           else "bytes saved for backward + output"}
     (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
+    results["resolution"] = int(cfg.data.resolution)
+    atomic_write_json(HERE / "results" / f"{mode}{'_memory' if args.memory_only else ''}.json", results)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1))
+    print(markdown_table(results))
 
 
 if __name__ == "__main__":

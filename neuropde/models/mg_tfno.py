@@ -26,15 +26,22 @@ class MGTFNO(nn.Module):
     factorization, rank, implementation : of the spectral weights (see :class:`FNO`).
     levels : L, multi-grid levels (4^L patches per sample; 0 = no patching).
     padding : context padding of each patch, as a fraction of the patch size.
+    patch_chunk : patches per network call (0 = all of a batch in one call). With a chunk, training
+        recomputes each chunk's activations in the backward pass (activation checkpointing), so
+        the memory of a training step is about that of one chunk: fields too large for one call
+        still train, at the cost of a second forward pass.
     """
 
     def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 32,
                  n_layers: int = 4, factorization: str = "tucker", rank: float = 0.1,
                  implementation: str = "factorized", levels: int = 1, padding: float = 0.125,
-                 positional_embedding: str | None = "grid"):
+                 positional_embedding: str | None = "grid", patch_chunk: int = 0):
         super().__init__()
         self.t_in, self.t_out = int(t_in), int(t_out)
         self.patching = MultiGridPatching(int(levels), float(padding))
+        if patch_chunk < 0:
+            raise ValueError(f"patch_chunk must be >= 0 (0 = all patches in one call), got {patch_chunk}")
+        self.patch_chunk = int(patch_chunk)
         self.net = FNO(self.patching.in_channels(self.t_in), self.t_out, modes=modes, width=width,
                        n_layers=n_layers, positional_embedding=positional_embedding,
                        factorization=factorization, rank=rank, implementation=implementation)
@@ -51,4 +58,15 @@ class MGTFNO(nn.Module):
                              f"set data.window.t_in={self.t_in}")
         if t_out not in (None, self.t_out):
             raise ValueError(f"this MG-TFNO predicts exactly {self.t_out} frames (got t_out={t_out})")
-        return self.patching.stitch(self.net(self.patching.patch(x)), x.shape[-2:])
+        return self.patching.stitch(self._run(self.patching.patch(x)), x.shape[-2:])
+
+    def _run(self, patches: torch.Tensor) -> torch.Tensor:
+        """The network on (N, C·(L+1), h', w') patches, ``patch_chunk`` at a time."""
+        if not self.patch_chunk or patches.shape[0] <= self.patch_chunk:
+            return self.net(patches)
+        chunks = patches.split(self.patch_chunk)
+        if torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return torch.cat([checkpoint(self.net, c, use_reentrant=False) for c in chunks])
+        return torch.cat([self.net(c) for c in chunks])
