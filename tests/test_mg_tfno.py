@@ -106,3 +106,26 @@ def test_patch_chunks_give_the_same_output_and_gradients_with_less_saved_memory(
     assert call_memory_mb(chunked, x) < 0.3 * call_memory_mb(whole, x)
     with pytest.raises(ValueError, match="patch_chunk"):
         MGTFNO(1, 1, patch_chunk=-1)
+
+
+def test_pairs_get_separate_input_and_output_statistics(data_root, tmp_path):
+    """A forcing (RMS 1) and the vorticity it drives have different scales: each is normalised by
+    its own training statistics, and old checkpoints without output statistics still load."""
+    from neuropde.data.datamodule import TrajectoryDataModule
+    from neuropde.tasks.operator import OperatorTask
+    from tests.conftest import compose
+    from omegaconf import OmegaConf
+
+    cfg = compose("train", ["experiment=mg_tfno_tiny"])
+    dm = TrajectoryDataModule(OmegaConf.to_container(cfg.data, resolve=True), data_root, progress=False)
+    dm.setup()
+    train = dm.load("train")
+    assert dm.stats["out_std"] == pytest.approx(float(train[:, 1:].std()), rel=1e-5)
+    assert dm.stats["std"] == pytest.approx(float(train[:, :1].std()), rel=1e-5)
+    task = OperatorTask(torch.nn.Identity(), t_out=1, optimizer={}, stats=dm.stats)
+    y = train[:2, 1:]
+    assert torch.allclose(task.denormalize((y - dm.stats["out_mean"]) / dm.stats["out_std"]), y, atol=1e-5)
+    old = {k: v for k, v in task.state_dict().items() if not k.startswith("out_")}
+    fresh = OperatorTask(torch.nn.Identity(), t_out=1, optimizer={})
+    fresh.load_state_dict(old)
+    assert fresh.out_std == task.norm_std

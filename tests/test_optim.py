@@ -223,10 +223,11 @@ def test_spectral_weights_can_go_to_adamw():
 
 
 OPTIMIZERS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "optimizer").glob("*.yaml"))
+FAMILIES = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-@pytest.mark.parametrize("family", ["fno", "sfno"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_takes_two_steps_with_every_optimizer(family, optimizer, data_root, tmp_path):
     from neuropde.run import train
     from tests.conftest import compose
@@ -329,3 +330,13 @@ def test_symmetric_maps_are_equivariant_and_routed_by_role():
     mlp.add_module("head", torch.nn.Linear(8, 3))
     groups = symmetric(mlp).optimizers["symmetric"].param_groups
     assert [(g["rule"], [tuple(p.shape) for p in g["params"]]) for g in groups] == [("rownorm", [(3, 8)])]
+
+
+def test_lsm_tokens_and_basis_coefficients_stay_on_adamw():
+    from neuropde.models.lsm import LSM
+
+    net = LSM(1, 1, width=8, n_heads=4, n_scales=3, patch_size=(2, 2))
+    got = rules(net)
+    assert got["blocks.0.tokens"] == "adamw" and got["blocks.0.coefficients"] == "adamw"
+    assert got["lift.weight"] == "adamw"  # touches the data
+    assert any(name.startswith("encoders") and rule == "matrix" for name, rule in got.items())  # 3x3 convs

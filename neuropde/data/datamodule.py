@@ -63,7 +63,8 @@ class TrajectoryDataModule(L.LightningDataModule):
     """Generates (when missing) and serves a trajectory data set.
 
     ``stats`` holds the training split's mean and standard deviation (scalars), used by the task's
-    normaliser; they come from the training split only.
+    normaliser; they come from the training split only. Input → output pairs (``spec.kind:
+    pair2d``) get separate output statistics (``out_mean``, ``out_std``).
     """
 
     def __init__(self, data_cfg: dict, root: str | Path, progress: bool = True, seed: int = 0):
@@ -87,6 +88,13 @@ class TrajectoryDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         train = self.load("train")
         self.stats = {"mean": float(train.mean()), "std": float(train.std())}
+        if self.cfg.get("spec", {}).get("kind") == "pair2d":
+            # input and output are different fields (a coefficient and a solution, a forcing and a
+            # vorticity): one scalar scale would squash the smaller one, so each gets its own
+            t_in = int(self.cfg["window"]["t_in"])
+            inputs, outputs = train[:, :t_in], train[:, t_in:]
+            self.stats = {"mean": float(inputs.mean()), "std": float(inputs.std()),
+                          "out_mean": float(outputs.mean()), "out_std": float(outputs.std())}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         w = self.cfg["window"]

@@ -148,4 +148,46 @@ def navier_stokes_forcing(data_cfg: dict, split: str) -> Callable[[int, int], tu
     return make_shard
 
 
-GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing}
+def darcy_subsample_step(solve_resolution: int, resolution: int) -> int:
+    """Every how many nodes the stored grid takes from the solve grid (both include the boundary).
+
+    Node grids nest only when ``(solve − 1)`` is a multiple of ``(resolution − 1)`` (421 → 211, 141,
+    106, 85, ...); anything else would need interpolation of a discontinuous field, so it is refused.
+    """
+    if resolution >= 2 and (solve_resolution - 1) % (resolution - 1) == 0:
+        return (solve_resolution - 1) // (resolution - 1)
+    valid = [(solve_resolution - 1) // d + 1 for d in range(1, solve_resolution)
+             if (solve_resolution - 1) % d == 0 and (solve_resolution - 1) // d >= 2]
+    raise ValueError(f"resolution {resolution} is not a subsampling of solve_resolution {solve_resolution} "
+                     f"(needs (solve - 1) divisible by (resolution - 1)); valid resolutions: {valid}")
+
+
+def darcy(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """Pairs coefficient a ↦ pressure u of steady Darcy flow −∇·(a∇u) = f, u = 0 on ∂(0,1)² (FNO benchmark).
+
+    Each sample thresholds its own Gaussian random field (covariance ∝ (−Δ + τ²)^(−α)) to
+    ``a_high`` / ``a_low`` and solves on ``solve_resolution²`` nodes (boundary included, see
+    :mod:`neuropde.pde.darcy`); the stored grid takes every k-th node. Stored as a 2-frame
+    trajectory [a, u] at times [0, 1], so the windowing reads it as t_in = 1 → t_out = 1.
+    """
+    from neuropde.pde.darcy import darcy_coefficient, solve_darcy
+
+    g = data_cfg["generator"]
+    resolution = int(data_cfg["resolution"])
+    solve = int(g["solve_resolution"])
+    step = darcy_subsample_step(solve, resolution)  # fail before any work is done
+    params = dict(alpha=float(g["alpha"]), tau=float(g["tau"]), a_high=float(g["a_high"]), a_low=float(g["a_low"]))
+    f = float(g["f"])
+
+    def make_shard(start: int, stop: int):
+        pairs = []
+        for i in range(start, stop):
+            a = darcy_coefficient(solve, sample_seed(int(data_cfg["seed"]), split, i), **params)
+            u = solve_darcy(a, f)
+            pairs.append(np.stack([a, u])[:, ::step, ::step])
+        return np.stack(pairs).astype(np.float32), np.array([0.0, 1.0])
+
+    return make_shard
+
+
+GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy}

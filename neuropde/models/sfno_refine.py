@@ -83,7 +83,7 @@ def refine(task, x: Tensor, t_out: int, solver, dt: float, modes: tuple | None =
     if not isinstance(net, SFNO):
         raise TypeError("refinement needs an SFNO (model=sfno): it fine-tunes the SFNO output operator")
     start = time.perf_counter()
-    mean, std = task.norm_mean.to(dtype), task.norm_std.to(dtype)
+    mean, std = task.out_mean.to(dtype), task.out_std.to(dtype)  # of the predicted (output) frames
     with torch.no_grad():
         r, last = net.features(task.normalize(x))
     r, last, x = r.to(dtype), last.to(dtype), x.to(dtype)

@@ -7,14 +7,18 @@ Rules (reference notes, optimizers.md section 2.5):
 - ``spectral``: complex Fourier-layer weights (C_in, C_out, *modes): one complex C_in×C_out
   matrix per mode, orthogonalised by the project's complex Newton–Schulz.
 - ``adamw``: everything else — biases, norms, vectors, matrices with a side < 2 (their polar
-  factor is only the normalised gradient), and the layers that touch the data (lifting,
-  projection, reduction, embeddings, heads, output operators).
+  factor is only the normalised gradient), tensors that are not maps (latent tokens, basis
+  coefficients), and the layers that touch the data (lifting, projection, reduction,
+  embeddings, heads, output operators).
 """
 from __future__ import annotations
 
 from torch import nn
 
-DATA_FACING = ("lifting", "projection", "reduction", "embed", "head", "output_operator", "norm")
+DATA_FACING = ("lift", "projection", "reduction", "embed", "head", "output_operator", "norm")
+# tensors that are not linear maps between feature spaces (LSM's latent tokens and basis-operator
+# coefficients): their "matrix" shape has no polar factor worth taking
+NOT_MAPS = ("token", "coefficient", "basis")
 
 
 def rule_for(name: str, p) -> str:
@@ -26,6 +30,8 @@ def rule_for(name: str, p) -> str:
     if p.dim() < 2 or min(p.shape[0], p[0].numel()) < 2:
         return "adamw"
     parts = name.lower().split(".")
+    if any(key in part for part in parts for key in NOT_MAPS):
+        return "adamw"
     if any(key in part for part in parts for key in DATA_FACING):
         # the lifting operator of SFNO holds a hidden spectral layer (handled above); its real
         # matrices touch the encoded input and stay on AdamW

@@ -82,7 +82,7 @@ def role_of(name: str) -> str | None:
     has = lambda *keys: any(k in part for part in parts for k in keys)  # noqa: E731
     if has("router", "gate_proj"):
         return "router"
-    if has("lifting", "embed", "encoder_in"):
+    if has("lift", "embed", "encoder_in"):
         return "embedding"
     if has("projection", "reduction", "head"):
         return "head"

@@ -1,4 +1,5 @@
 """PDE solvers and spectral tools on periodic grids (reference data and physics losses)."""
+from neuropde.pde.darcy import darcy_coefficient, darcy_grf, darcy_grid, solve_darcy
 from neuropde.pde.navier_stokes import (
     NavierStokes2D,
     fno_forcing,
@@ -21,4 +22,5 @@ __all__ = [
     "gaussian_random_field", "mcwilliams_vorticity",
     "wavenumbers", "dealias_mask", "fourier_resample",
     "spectral_grad", "spectral_laplacian", "inverse_laplacian",
+    "solve_darcy", "darcy_grf", "darcy_coefficient", "darcy_grid",
 ]

@@ -32,13 +32,17 @@ class BaseTask(L.LightningModule):
         # buffers: saved in every checkpoint, moved with the module, never trained
         self.register_buffer("norm_mean", torch.tensor(float(stats["mean"])))
         self.register_buffer("norm_std", torch.tensor(max(float(stats["std"]), 1e-12)))
+        # outputs: the same statistics for trajectories, their own for input -> output pairs
+        self.register_buffer("out_mean", torch.tensor(float(stats.get("out_mean", stats["mean"]))))
+        self.register_buffer("out_std", torch.tensor(max(float(stats.get("out_std", stats["std"])), 1e-12)))
         self.meta: dict = {}  # resolved config, choices, version: filled by neuropde.run
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.norm_mean) / self.norm_std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.norm_std + self.norm_mean
+        """Network output -> physical output field."""
+        return x * self.out_std + self.out_mean
 
     def configure_optimizers(self):
         from neuropde.optim import build_optimizer
@@ -67,6 +71,10 @@ class BaseTask(L.LightningModule):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         state_dict = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+        # checkpoints written before outputs had their own statistics used the input ones
+        for out, inp in (("out_mean", "norm_mean"), ("out_std", "norm_std")):
+            if out not in state_dict and inp in state_dict:
+                state_dict[out] = state_dict[inp]
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def state_dict(self, *args, **kwargs):

@@ -1,0 +1,96 @@
+"""Darcy flow solver (neuropde.pde.darcy) and its data generator: convergence, benchmark coefficient."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neuropde.pde.darcy import darcy_coefficient, darcy_grf, darcy_grid, solve_darcy
+
+PI = math.pi
+
+
+def manufactured(s: int, variable: bool = True):
+    """u = sin(πx) sin(πy) with a = 1 + ½ sin(2πx) cos(πy) (or a = 1): nodal (a, f, u) on s² nodes."""
+    X, Y = darcy_grid(s)
+    u = np.sin(PI * X) * np.sin(PI * Y)
+    ux, uy = PI * np.cos(PI * X) * np.sin(PI * Y), PI * np.sin(PI * X) * np.cos(PI * Y)
+    if variable:
+        a = 1 + 0.5 * np.sin(2 * PI * X) * np.cos(PI * Y)
+        ax, ay = PI * np.cos(2 * PI * X) * np.cos(PI * Y), -0.5 * PI * np.sin(2 * PI * X) * np.sin(PI * Y)
+    else:
+        a, ax, ay = np.ones_like(X), np.zeros_like(X), np.zeros_like(X)
+    # f = −∇·(a∇u) = −(a_x u_x + a_y u_y) − a Δu, with Δu = −2π² u
+    f = -(ax * ux + ay * uy) + 2 * PI ** 2 * a * u
+    return a, f, u
+
+
+def test_second_order_convergence_variable_coefficient(one_thread):
+    errors = []
+    for s in (17, 33, 65):
+        a, f, u = manufactured(s)
+        errors.append(np.abs(solve_darcy(a, f) - u).max())
+    orders = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all((orders >= 1.8) & (orders <= 2.2)), (errors, orders)
+    assert errors[-1] < 5e-4
+
+
+def test_constant_coefficient_matches_exact_solution(one_thread):
+    a, f, u = manufactured(65, variable=False)
+    num = solve_darcy(a, f)
+    # u is an eigenfunction of the 5-point Laplacian too, with relative eigenvalue error ≈ π²h²/12:
+    # max error ≈ 2.0e-4 at h = 1/64
+    assert np.abs(num - u).max() < 3e-4
+    # scaling a by 4 scales u by 1/4 (the harmonic mean is 1-homogeneous)
+    assert np.allclose(solve_darcy(4 * a, f), num / 4, rtol=1e-10, atol=1e-14)
+
+
+def test_threshold_coefficient_and_positive_solution(one_thread):
+    s = 33
+    a = np.stack([darcy_coefficient(s, seed) for seed in (0, 1, 2)])
+    assert set(np.unique(a).tolist()) == {3.0, 12.0}
+    for ai in a:  # both phases present in every sample
+        assert (ai == 12.0).any() and (ai == 3.0).any()
+    u = solve_darcy(a, 1.0)
+    assert u.shape == a.shape and u.dtype == np.float64
+    assert np.all(u[:, 1:-1, 1:-1] > 0)  # maximum principle: f > 0, u = 0 on ∂Ω
+    assert np.all(u[:, 0] == 0) and np.all(u[:, -1] == 0) and np.all(u[:, :, 0] == 0) and np.all(u[:, :, -1] == 0)
+    # the compliance Σ f u = fᵀA(a)⁻¹f decreases as the face coefficients grow (A grows in the Loewner
+    # order), so with every face in [3, 12] it lies between those of a ≡ 12 and a ≡ 3 (not pointwise!)
+    ones = solve_darcy(np.ones((s, s)), 1.0).sum()
+    assert np.all((u.sum(axis=(1, 2)) > ones / 12) & (u.sum(axis=(1, 2)) < ones / 3))
+    # batched input equals per-sample solves; tensors in, tensors out
+    for ai, ui in zip(a, u):
+        np.testing.assert_array_equal(solve_darcy(ai, 1.0), ui)
+    ut = solve_darcy(torch.from_numpy(a), 1.0)
+    assert isinstance(ut, torch.Tensor) and ut.dtype == torch.float64
+    np.testing.assert_array_equal(ut.numpy(), u)
+
+
+def test_coefficient_sampler_seeded_and_resolution_independent(one_thread):
+    np.testing.assert_array_equal(darcy_coefficient(33, 7), darcy_coefficient(33, 7))
+    assert not np.array_equal(darcy_coefficient(33, 7), darcy_coefficient(33, 8))
+    # the series is evaluated pointwise, so nested node grids share values exactly (65 → 33: every 2nd node)
+    fine = darcy_grf(1, 65, generator=torch.Generator().manual_seed(3))[0]
+    coarse = darcy_grf(1, 33, generator=torch.Generator().manual_seed(3))[0]
+    torch.testing.assert_close(fine[::2, ::2], coarse)
+    np.testing.assert_array_equal(darcy_coefficient(65, 3)[::2, ::2], darcy_coefficient(33, 3))
+
+
+def test_darcy_generator_pairs_and_subsampling(one_thread):
+    from neuropde.data.generators import GENERATORS, sample_seed
+
+    cfg = {"name": "darcy_t", "equation": "darcy", "resolution": 9, "seed": 0,
+           "samples": {"train": 2, "val": 1, "test": 1},
+           "generator": {"solve_resolution": 33, "alpha": 2.0, "tau": 3.0, "a_high": 12.0, "a_low": 3.0,
+                         "f": 1.0, "shard_size": 2}}
+    fields, times = GENERATORS["darcy"](cfg, "train")(0, 2)
+    assert fields.shape == (2, 2, 9, 9) and fields.dtype == np.float32
+    np.testing.assert_array_equal(times, [0.0, 1.0])
+    a = darcy_coefficient(33, sample_seed(0, "train", 1))
+    np.testing.assert_array_equal(fields[1, 0], a[::4, ::4].astype(np.float32))
+    np.testing.assert_allclose(fields[1, 1], solve_darcy(a)[::4, ::4], rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="valid resolutions"):
+        GENERATORS["darcy"]({**cfg, "resolution": 10}, "train")
