@@ -128,6 +128,7 @@ def adapre_lora(module: nn.Module, lr: float = 1e-3, betas=(0.9, 0.999), weight_
     trainable parameter. Needs LoRA layers (:func:`neuropde.nn.lora.add_lora`)."""
     from neuropde.nn.lora import lora_layers
     from neuropde.optim.combined import CombinedOptimizer
+    from neuropde.optim.factories import adamw_fallback
 
     layers = lora_layers(module)
     if not layers:
@@ -137,8 +138,5 @@ def adapre_lora(module: nn.Module, lr: float = 1e-3, betas=(0.9, 0.999), weight_
     rest = [p for p in module.parameters() if p.requires_grad and id(p) not in factors]
     members = {"adapre_lora": AdaPreLoRA(layers, lr=lr, betas=betas, weight_decay=weight_decay, damping=damping)}
     if rest:
-        aux = {"weight_decay": 0.0, **(adamw or {})}
-        aux["lr"] = aux.get("lr") or lr
-        aux["betas"] = tuple(aux.get("betas", (0.9, 0.999)))
-        members["adamw"] = torch.optim.AdamW(rest, **aux)
+        members["adamw"] = adamw_fallback(rest, adamw, lr)
     return CombinedOptimizer(members)

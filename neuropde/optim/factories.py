@@ -29,3 +29,15 @@ def lbfgs(module: nn.Module, lr: float = 1.0, max_iter: int = 20, history_size: 
     return torch.optim.LBFGS(params, lr=lr, max_iter=max_iter, history_size=history_size,
                              tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                              line_search_fn=line_search_fn)
+
+
+def adamw_fallback(params: list, options: dict | None, lr: float) -> torch.optim.AdamW:
+    """AdamW for the parameters a combined optimizer's main rule does not take.
+
+    ``options`` is the config's ``adamw:`` block; its lr defaults to the main ``lr`` (so one
+    ``optimizer.lr=`` moves both) and its weight decay to 0.
+    """
+    aux = {"weight_decay": 0.0, **(options or {})}
+    aux["lr"] = aux.get("lr") or lr
+    aux["betas"] = tuple(aux.get("betas", (0.9, 0.999)))
+    return torch.optim.AdamW(params, **aux)

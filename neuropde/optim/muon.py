@@ -16,6 +16,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from neuropde.optim.combined import CombinedOptimizer
+from neuropde.optim.factories import adamw_fallback
 from neuropde.optim.grouping import route_parameters
 from neuropde.optim.newton_schulz import newton_schulz, scale_factor
 from neuropde.optim.symmetric import MAPS, symmetric_map
@@ -221,11 +222,7 @@ def _assemble(routes: dict, rule: str, opts: dict, adamw: dict | None, spectral:
     members.update(extra or {})
     rest = [p for _, p in routes["adamw"]]
     if rest:
-        # the fallback shares the main lr unless ``adamw.lr`` is set, so ``optimizer.lr=`` moves both
-        aux = {"weight_decay": 0.0, **(adamw or {})}
-        aux["lr"] = aux.get("lr") or opts["lr"]
-        aux["betas"] = tuple(aux.get("betas", (0.9, 0.999)))
-        members["adamw"] = torch.optim.AdamW(rest, **aux)
+        members["adamw"] = adamw_fallback(rest, adamw, opts["lr"])
     return CombinedOptimizer(members)
 
 
