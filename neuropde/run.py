@@ -21,6 +21,7 @@ from neuropde import __version__, checkpoint
 from neuropde.callbacks.plots import ValidationPlots, plot_estimate, plot_fields
 from neuropde.data.datamodule import TrajectoryDataModule
 from neuropde.data.generators import ensure_generated
+from neuropde.cpu_memory import keep_freed_memory
 from neuropde.data.store import SPLITS, atomic_write_json
 from neuropde.errors import UserError
 
@@ -136,6 +137,7 @@ def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
 
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the metrics."""
+    keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
     if cfg.get("resume") and cfg.get("init_from"):
         raise UserError("resume= continues a run and init_from= starts a new one from weights: give only one")
     out = run_dir(cfg)
@@ -216,6 +218,7 @@ def predict(cfg: DictConfig) -> dict:
     On Navier–Stokes data every trajectory also gets the residual-based error estimate; with
     ``refine.enabled`` an SFNO's output operator is fine-tuned per trajectory (Spectral-Refiner).
     """
+    keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
     import h5py
     from tqdm.auto import tqdm
 
@@ -318,6 +321,7 @@ def predict(cfg: DictConfig) -> dict:
 # -------------------------------------------------------------------------------------- generate
 def generate(cfg: DictConfig) -> dict:
     """Generate (or complete) every split of ``cfg.data``; return where they are."""
+    keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
     store = ensure_generated(to_dict(cfg.data), data_root(cfg), splits=cfg.get("splits") or SPLITS)
     info = {"dir": str(store.dir), "files": {s: str(store.path(s)) for s in SPLITS if store.path(s).exists()}}
     log.info("data set %s ready in %s", cfg.data.name, store.dir)
