@@ -1,4 +1,4 @@
-"""Run a checkpoint: python predict.py ckpt=PATH [data=<name>] [data.resolution=128] [split=test] [refine=true]."""
+"""Run a checkpoint: python predict.py ckpt=PATH [data=<name>] [data.resolution=128] [split=test] [refine=true] [assimilate=true]."""
 import logging
 import sys
 
@@ -12,15 +12,17 @@ def _shorthands(argv: list[str]) -> list[str]:
 
     - predict.yaml has no data node of its own (the checkpoint carries it), so without `data=<name>`
       an edit like `data.resolution=128` is appended to the empty node (`+data.resolution=128`).
-    - `refine=true|false` means `refine.enabled=true|false` (`refine` is a config node of settings).
+    - `refine=true|false` means `refine.enabled=true|false` (`refine` is a config node of settings);
+      the same for `assimilate=true|false`.
     """
     swap = any(a.startswith("data=") for a in argv)
     out = []
     for a in argv:
         if a.startswith("data.") and not swap:
             a = "+" + a
-        elif a.lower() in ("refine=true", "refine=false"):
-            a = "refine.enabled=" + a.split("=", 1)[1].lower()
+        elif a.lower() in ("refine=true", "refine=false", "assimilate=true", "assimilate=false"):
+            name, value = a.split("=", 1)
+            a = f"{name.lower()}.enabled={value.lower()}"
         out.append(a)
     return out
 

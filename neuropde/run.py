@@ -168,7 +168,8 @@ def train(cfg: DictConfig) -> dict:
     metrics.update(_metrics(tested[0] if tested else {}))
     timer = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EpochTimer")
     metrics.update({"params": n_params, "epochs": trainer.current_epoch, "best_ckpt": best,
-                    "sec_per_epoch": timer.median})
+                    "sec_per_epoch": timer.median,
+                    "train_seconds": sum(timer.seconds)})  # epochs run by this process (not before a resume)
     if trainer.is_global_zero:
         atomic_write_json(out / "metrics.json", metrics)
         baseline = metrics.get("test/rel_l2_persistence")
@@ -237,6 +238,10 @@ def predict(cfg: DictConfig) -> dict:
     task.load_state_dict(ckpt["state_dict"])
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     task.to(device).eval()
+    if (cfg.get("assimilate") or {}).get("enabled"):
+        from neuropde.assimilation import predict_assimilation
+
+        return predict_assimilation(cfg, pcfg, task, dm, out, split)
     solver = residual_solver(pcfg, device)
     opts = to_dict(cfg.get("refine") or {"enabled": False})
     refining = bool(opts.pop("enabled", False))

@@ -56,3 +56,31 @@ def test_frame_count_errors_name_the_fix():
         model(torch.randn(1, 5, 16, 16))
     with pytest.raises(ValueError, match="model=sfno"):
         model(torch.randn(1, 2, 16, 16), t_out=7)
+
+
+def test_one_dimensional_odd_grids_are_consistent():
+    torch.manual_seed(0)
+    model = FNO(t_in=1, t_out=2, modes=(8,), width=8, n_layers=2, positional_embedding=None).eval()
+    fine = band_limited(4 * 33, channels=1, K=4)[:, :, 0]  # a 1-D band-limited field (1, 1, 132)
+    with torch.no_grad():
+        odd, ref = model(fine[..., ::4]), model(fine)[..., ::4]
+    assert odd.shape == (1, 2, 33)
+    assert (odd - ref).norm() / ref.norm() < 2e-3
+    with pytest.raises(ValueError, match="spatial axes"):
+        model(torch.randn(1, 1, 16, 16))
+
+
+@pytest.mark.parametrize("n", [29, 64, 85, 421])
+def test_padding_for_non_periodic_data_ends_on_an_even_grid(n):
+    model = FNO(t_in=1, t_out=1, modes=(4, 4), width=4, n_layers=1, pad_fraction=0.1)
+    pad = model.padding(n)
+    assert (n + pad) % 2 == 0 and math.ceil(0.1 * n) <= pad <= math.ceil(0.1 * n) + 1
+    seen = []
+    handle = model.fno.fno_blocks.convs[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-2:]))
+    with torch.no_grad():
+        y = model(torch.randn(2, 1, n, n - 1))
+    handle.remove()
+    assert y.shape == (2, 1, n, n - 1)
+    assert seen == [torch.Size([n + pad, n - 1 + model.padding(n - 1)])]
+    with pytest.raises(ValueError, match="pad_fraction"):
+        FNO(t_in=1, t_out=1, pad_fraction=-0.1)

@@ -29,9 +29,12 @@ def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=No
     """Save a grid of truth / prediction / |error| images.
 
     truth, pred : arrays (T, X, Y); ``frames`` : frame indices to show (default first, middle, last).
+    1-D fields (T, X) are shown as space-time images instead (see :func:`plot_spacetime`).
     """
     plt = _pyplot()
     truth, pred = np.asarray(truth, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if truth.ndim == 2:
+        return plot_spacetime({"truth": truth, "prediction": pred}, path, title=title)
     T = truth.shape[0]
     frames = frames if frames is not None else sorted({0, T // 2, T - 1})
     fig, axes = plt.subplots(3, len(frames), figsize=(3.2 * len(frames), 9), squeeze=False)
@@ -52,6 +55,43 @@ def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=No
     if title:
         fig.suptitle(title)
     return _save(fig, path, dpi=80)
+
+
+def plot_spacetime(fields: dict, path: str | Path, title: str = "", truth_key: str = "truth") -> Path:
+    """Space-time images (x across, t up) of 1-D trajectories side by side, plus |error| of each
+    against ``fields[truth_key]``. fields : name -> array (T, X)."""
+    plt = _pyplot()
+    fields = {k: np.asarray(v, dtype=np.float64) for k, v in fields.items()}
+    truth = fields[truth_key]
+    others = [k for k in fields if k != truth_key]
+    panels = [(truth_key, truth, "RdBu_r")] + [(k, fields[k], "RdBu_r") for k in others] + [
+        (f"|{k} − {truth_key}|", np.abs(fields[k] - truth), "magma") for k in others]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)
+    vmin, vmax = truth.min(), truth.max()
+    for ax, (name, img, cmap) in zip(axes[0], panels):
+        kw = dict(vmin=vmin, vmax=vmax) if cmap == "RdBu_r" else {}
+        im = ax.imshow(img, origin="lower", aspect="auto", cmap=cmap, **kw)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("x (grid point)")
+        ax.set_ylabel("step")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path, dpi=80)
+
+
+def plot_error_curves(curves: dict, path: str | Path, title: str = "", ylabel: str = "relative L2") -> Path:
+    """Error against step, one line per name: curves : name -> array (steps,)."""
+    fig, ax = _pyplot().subplots(figsize=(5.5, 3.8))
+    for name, values in curves.items():
+        ax.semilogy(np.arange(1, len(values) + 1), np.asarray(values), label=name)
+    ax.set_xlabel("step after the warm-up")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path, dpi=100)
 
 
 def plot_estimate(estimate: np.ndarray, error: np.ndarray, path: str | Path, title: str = "") -> Path:

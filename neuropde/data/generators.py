@@ -190,4 +190,69 @@ def darcy(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, 
     return make_shard
 
 
-GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy}
+def _fourier_downsample_1d(traj: torch.Tensor, resolution: int) -> torch.Tensor:
+    """(..., n) -> (..., r): point values when r divides n, else Fourier resampling."""
+    n = traj.shape[-1]
+    if n == resolution:
+        return traj
+    if n % resolution == 0:
+        return traj[..., ::n // resolution]
+    from neuropde.models.fno import resample
+
+    return resample(traj, (resolution,))
+
+
+def _semilinear_1d(make_solver, make_initial) -> Callable:
+    """Generator of trajectories (samples, frames, points) of a 1-D solver from neuropde.pde.etdrk4."""
+
+    def generator(data_cfg: dict, split: str):
+        g = data_cfg["generator"]
+        resolution = int(data_cfg["resolution"])
+        n = max(int(g["solve_resolution"]), resolution)
+        device = pick_device(g.get("device", "auto"))
+        solver = make_solver(g, n, device)
+        record = float(g["t_warmup"]) + float(g["dt_snap"]) * np.arange(int(g["n_frames"]))
+
+        def make_shard(start: int, stop: int):
+            u0 = torch.cat([make_initial(g, n, torch.Generator().manual_seed(
+                sample_seed(int(data_cfg["seed"]), split, i))) for i in range(start, stop)]).to(device)
+            traj = solver.simulate(u0, float(g["dt"]), record.tolist())
+            return _fourier_downsample_1d(traj, resolution).float().cpu().numpy(), record
+
+        return make_shard
+
+    return generator
+
+
+def _ks_solver(g, n, device):
+    from neuropde.pde.etdrk4 import KuramotoSivashinsky
+
+    return KuramotoSivashinsky(n, L=float(g["L"]), dtype=torch.float64, device=device)
+
+
+def _ks_initial(g, n, generator):
+    from neuropde.pde.etdrk4 import ks_initial_condition
+
+    return ks_initial_condition(1, n, float(g["L"]), k_max=int(g["k_max"]), amplitude=float(g["amplitude"]),
+                                generator=generator)
+
+
+def _kdv_solver(g, n, device):
+    from neuropde.pde.etdrk4 import KortewegDeVries
+
+    return KortewegDeVries(n, L=float(g["L"]), delta=float(g["delta"]), dtype=torch.float64, device=device)
+
+
+def _kdv_initial(g, n, generator):
+    from neuropde.pde.etdrk4 import kdv_initial_condition
+
+    return kdv_initial_condition(1, n, float(g["L"]), generator=generator)
+
+
+# Kuramoto–Sivashinsky and Korteweg–de Vries trajectories (ETDRK4, float64), stored as float32.
+kuramoto_sivashinsky = _semilinear_1d(_ks_solver, _ks_initial)
+korteweg_de_vries = _semilinear_1d(_kdv_solver, _kdv_initial)
+
+
+GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
+              "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries}

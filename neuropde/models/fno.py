@@ -5,16 +5,25 @@ a 2D FNO. Two known problems of neuraloperator 2.0 are handled here: its Spectra
 results on odd grid sizes (an odd axis is Fourier-refined by 2 and the output subsampled back), and
 its ``state_dict`` carries a ``_metadata`` dict with Python callables (stripped by the task, so
 checkpoints load with ``weights_only=True``).
+
+Non-periodic data (Darcy) is zero-padded on the high side of each axis before the Fourier layers, as
+in the original FNO Darcy code (85 -> 94): the spectral convolutions then see a periodic extension
+whose wrap-around does not couple opposite boundaries. The pad is rounded up so that the padded grid
+is even, which also keeps odd grids away from the odd-size problem. neuraloperator's own
+``domain_padding`` rounds to nearest and can land on an odd size (85 * 0.1 -> 93), hence our own.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from neuralop.models import FNO as _NeuralopFNO
 from torch import nn
 
 
 class FNO(nn.Module):
-    """2D FNO over frames-as-channels.
+    """FNO over frames-as-channels, in 1, 2 or 3 spatial dimensions (``len(modes)``).
 
     Parameters
     ----------
@@ -25,47 +34,67 @@ class FNO(nn.Module):
         low-rank tensor (TFNO, through neuraloperator and tensorly) keeping ``rank`` × the dense
         parameter count; ``implementation="factorized"`` contracts the input with the factors
         directly, ``"reconstructed"`` rebuilds the dense weight first (same result).
+    pad_fraction : 0 for periodic data; otherwise each axis of n points is zero-padded (high side) by
+        ceil(pad_fraction * n) points, plus one if that leaves it odd, and cropped after the network.
     """
 
     def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 20,
                  n_layers: int = 4, positional_embedding: str | None = "grid",
-                 factorization: str | None = None, rank: float = 1.0, implementation: str = "factorized"):
+                 factorization: str | None = None, rank: float = 1.0, implementation: str = "factorized",
+                 pad_fraction: float = 0.0):
         super().__init__()
+        if not 0.0 <= float(pad_fraction) <= 1.0:
+            raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction}")
+        self.pad_fraction = float(pad_fraction)
         self.t_in, self.t_out = int(t_in), int(t_out)
         factorization = None if factorization in (None, "dense") else factorization
         if factorization not in (None, "tucker", "cp", "tt"):
             raise ValueError(f"factorization must be dense, tucker, cp or tt, got {factorization!r}")
         if implementation not in ("factorized", "reconstructed"):
             raise ValueError(f"implementation must be factorized or reconstructed, got {implementation!r}")
+        self.dim = len(modes)
         self.fno = _NeuralopFNO(n_modes=tuple(modes), in_channels=self.t_in, out_channels=self.t_out,
                                 hidden_channels=int(width), n_layers=int(n_layers),
                                 positional_embedding=positional_embedding, factorization=factorization,
                                 rank=float(rank), implementation=implementation)
 
     def forward(self, x: torch.Tensor, t_out: int | None = None) -> torch.Tensor:
-        """x: (B, t_in, X, Y) -> (B, t_out, X, Y)."""
+        """x: (B, t_in, *space) -> (B, t_out, *space), one spatial axis per entry of ``modes``."""
         if x.shape[1] != self.t_in:
             raise ValueError(f"this FNO takes {self.t_in} input frames, got {x.shape[1]}; "
                              f"set data.window.t_in={self.t_in}")
         if t_out not in (None, self.t_out):
             raise ValueError(f"this FNO predicts exactly {self.t_out} frames (got t_out={t_out}); "
                              "use model=sfno for trajectories of any length")
-        X, Y = x.shape[-2:]
-        if X % 2 or Y % 2:
+        if x.dim() != 2 + self.dim:
+            raise ValueError(f"this FNO has {self.dim} spatial axes (len(modes)), got input of shape "
+                             f"{tuple(x.shape)}; give as many modes as the data has spatial axes")
+        space = x.shape[2:]
+        if self.pad_fraction > 0:
+            pads = [p for n in reversed(space) for p in (0, self.padding(n))]  # F.pad: last axis first
+            return self.fno(F.pad(x, pads))[(..., *(slice(0, n) for n in space))]
+        if any(n % 2 for n in space):
             # Run on the grid refined by 2 on the odd axes (exact Fourier interpolation of the
             # input) and keep every other point: pointwise layers then see the original points.
-            fx, fy = 1 + X % 2, 1 + Y % 2
-            return self.fno(resample(x, (fx * X, fy * Y)))[..., ::fx, ::fy]
+            factors = [1 + n % 2 for n in space]
+            fine = resample(x, tuple(f * n for f, n in zip(factors, space)))
+            return self.fno(fine)[(..., *(slice(None, None, f) for f in factors))]
         return self.fno(x)
 
+    def padding(self, n: int) -> int:
+        """Points added after an axis of n points: ceil(pad_fraction * n), made even in total."""
+        pad = math.ceil(self.pad_fraction * n)
+        return pad + (n + pad) % 2
 
-def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Fourier resampling of periodic fields (..., X, Y) -> (..., *size), one axis at a time.
+
+def resample(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Fourier resampling of periodic fields (..., *space) -> (..., *size), one axis at a time
+    (the last ``len(size)`` axes).
 
     Keeps the frequencies |k| < min(n, n_new)/2 that both grids hold symmetrically (an even grid's
     Nyquist mode is dropped), so it is exact for fields band-limited below both Nyquist limits.
     """
-    for axis, n_new in zip((-2, -1), size):
+    for axis, n_new in zip(range(-len(size), 0), size):
         n = x.shape[axis]
         if n == n_new:
             continue

@@ -1,0 +1,118 @@
+"""Semilinear recursive operator with a learned observer (NODA, arXiv 2402.15656): one network
+that predicts a PDE state step by step and corrects it whenever measurements arrive.
+
+    prediction   ẑ_k^f = ẑ_{k-1} + W(ẑ_{k-1})                               (residual operator step)
+    correction   ẑ_k   = ẑ_k^f + g ⊙ c,   ν = M_k ⊙ (y_k − E(ẑ_k^f)),
+                 g = sigmoid(G[ẑ_k^f, ν, M_k]),  c = C[ẑ_k^f, ν, M_k]          (only at measured steps)
+
+W is any operator backbone (``predictor``: a neuropde model taking (B, c, *space) -> (B, c, *space);
+an FNO by default), G and C are small FNOs (the gated gain), E is the identity or a learned 1×1
+map. The mask M_k is an input of the gain so that "no measurement here" and "measurement agrees"
+are told apart. Without the paper's code, the gain architecture, the loss and the protocol follow
+the project's specification in shared/reference/semilinear-observer.md §2.3.
+All states here are normalised fields (the task maps physical units in and out).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from neuropde.models.fno import FNO
+
+
+class GatedGain(nn.Module):
+    """K_θ: the correction g ⊙ c from [prediction, innovation, mask] (3·c channels -> c).
+
+    The gate's output bias starts at ``gate_bias`` (−2: sigmoid ≈ 0.12), so a freshly added gain
+    barely disturbs a pretrained predictor.
+    """
+
+    def __init__(self, channels: int, modes: tuple[int, ...], width: int = 32, n_layers: int = 2,
+                 gate_bias: float = -2.0):
+        super().__init__()
+        self.gate = FNO(3 * channels, channels, modes=modes, width=width, n_layers=n_layers)
+        self.candidate = FNO(3 * channels, channels, modes=modes, width=width, n_layers=n_layers)
+        last = self.gate.fno.projection.fcs[-1]
+        nn.init.constant_(last.bias, float(gate_bias))
+
+    def forward(self, pred: torch.Tensor, innovation: torch.Tensor, mask: torch.Tensor):
+        """(B, c, *space) each -> correction (B, c, *space), gate (B, c, *space)."""
+        inputs = torch.cat([pred, innovation, mask], dim=1)
+        gate = torch.sigmoid(self.gate(inputs))
+        return gate * self.candidate(inputs), gate
+
+
+class RecursiveObserver(nn.Module):
+    """Prediction + correction recursion over a trajectory.
+
+    Parameters
+    ----------
+    predictor : the one-step operator W: (B, channels, *space) -> same shape.
+    modes : Fourier modes of the gain networks per spatial axis (1 entry for 1-D data).
+    channels : field channels c (1 for scalar fields).
+    gain_width, gain_layers : size of the gate and candidate FNOs.
+    learn_observation : E learned (1×1 conv, c -> 64 -> c) instead of the identity.
+    """
+
+    def __init__(self, predictor: nn.Module, modes: tuple[int, ...], channels: int = 1, gain_width: int = 32,
+                 gain_layers: int = 2, gate_bias: float = -2.0, learn_observation: bool = False):
+        super().__init__()
+        self.predictor, self.channels, self.dim = predictor, int(channels), len(modes)
+        self.gain = GatedGain(self.channels, tuple(modes), gain_width, gain_layers, gate_bias)
+        conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[self.dim]
+        self.observation = (nn.Sequential(conv(self.channels, 64, 1), nn.GELU(), conv(64, self.channels, 1))
+                            if learn_observation else nn.Identity())
+
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        """One prediction step: (B, c, *space) -> (B, c, *space)."""
+        return z + self.predictor(z)
+
+    def correct(self, pred: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, active: torch.Tensor):
+        """Correct the trajectories with ``active`` (B,) measurements; the others pass through.
+
+        y, mask : (B, c, *space) measurement (anything where mask = 0) and 0/1 availability.
+        Returns the analysis state and the mean gate value over active trajectories (nan if none).
+        """
+        innovation = mask * (y - self.observation(pred))
+        correction, gate = self.gain(pred, innovation, mask)
+        on = active.to(pred.dtype).reshape(-1, *([1] * (pred.dim() - 1)))
+        gate_mean = (gate.mean(dim=tuple(range(1, gate.dim()))) * on.flatten()).sum() / on.sum().clamp(min=1)
+        return pred + on * correction, gate_mean
+
+    def rollout(self, y: torch.Tensor, mask: torch.Tensor, tbptt: int | None = None) -> dict:
+        """Run the recursion over T steps.
+
+        y, mask : (B, T, *space) measurements and 0/1 availability (a frame with an all-zero mask
+            has no measurement; frame 0 should have one). The state starts from the data mean (0)
+            and is corrected by the frame-0 measurement.
+        tbptt : detach the state every this many steps (truncated backpropagation through time).
+        Returns ``states`` (B, T, *space) (analysis states, = predictions where nothing was
+        measured), ``predictions`` (B, T, *space) (the prior ẑ^f of every step; frame 0 is the
+        data mean) and ``gate`` (T,) mean gate per step (nan without measurements).
+        """
+        B, T = y.shape[:2]
+        if self.channels != 1:
+            raise NotImplementedError("trajectory tensors here hold scalar fields (channels = 1)")
+        active = mask.flatten(2).amax(dim=2) > 0  # (B, T)
+        state = torch.zeros_like(y[:, :1])
+        states, priors, gates = [], [], []
+        for k in range(T):
+            if k > 0:
+                if tbptt and k % tbptt == 0:
+                    state = state.detach()
+                state = self.predict(state)
+            priors.append(state)
+            g = torch.tensor(float("nan"), device=y.device)
+            if active[:, k].any():
+                state, g = self.correct(state, y[:, k:k + 1], mask[:, k:k + 1], active[:, k])
+            states.append(state)
+            gates.append(g)
+        return {"states": torch.cat(states, 1), "predictions": torch.cat(priors, 1), "gate": torch.stack(gates)}
+
+    def forward(self, z: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """Open-loop prediction of ``steps`` frames after z: (B, 1, *space) -> (B, steps, *space)."""
+        out = []
+        for _ in range(steps):
+            z = self.predict(z)
+            out.append(z)
+        return torch.cat(out, 1)

@@ -1,0 +1,151 @@
+"""Recursive observer (model=observer): measurement models, the recursion, training and assimilate=true."""
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neuropde.data.measurement import MeasurementModel, random_points
+from neuropde.errors import UserError
+from neuropde.models.fno import FNO
+from neuropde.models.observer import RecursiveObserver
+from neuropde.run import predict, train
+from tests.conftest import compose
+
+
+def tiny_observer(seed=0, **kw):
+    torch.manual_seed(seed)
+    return RecursiveObserver(FNO(1, 1, modes=(4,), width=8, n_layers=1), modes=(4,), gain_width=8,
+                             gain_layers=1, **kw)
+
+
+# ------------------------------------------------------------------------------- measurements
+def test_random_points_observe_the_requested_share_per_trajectory():
+    g = torch.Generator().manual_seed(0)
+    mask = random_points(3, (10, 20), torch.tensor([0.25, 0.05, 1.0]), g)
+    assert mask.shape == (3, 10, 20)
+    assert mask.flatten(1).sum(1).tolist() == [50.0, 10.0, 200.0]
+    assert not torch.equal(mask[0], random_points(1, (10, 20), torch.tensor([0.25]), g)[0])  # drawn per call
+
+
+def test_measurement_model_masks_and_times():
+    sub = MeasurementModel(operator="subsample", stride=4).spatial_mask(2, (16,))
+    assert sub[0].nonzero().flatten().tolist() == [0, 4, 8, 12] and torch.equal(sub[0], sub[1])
+    assert MeasurementModel(operator="full").spatial_mask(1, (5, 5)).sum() == 25
+    every = MeasurementModel(every=5).time_mask(2, 12)
+    assert every[0].nonzero().flatten().tolist() == [4, 9]  # steps 5 and 10 after the start
+    assert not MeasurementModel(every=0).time_mask(1, 7).any()
+    q = MeasurementModel(probability=0.3).time_mask(200, 50, torch.Generator().manual_seed(1)).float().mean()
+    assert abs(float(q) - 0.3) < 0.02
+
+
+def test_measure_adds_relative_noise_only_where_observed():
+    traj = torch.randn(4, 30, 64) * 3.0
+    model = MeasurementModel(operator="random", fraction=0.5, noise=0.1, every=5)
+    y, mask = model.measure(traj, warmup=10, generator=torch.Generator().manual_seed(0), scale=3.0)
+    assert torch.all(y[mask == 0] == 0)
+    assert mask[:, :10].flatten(2).sum(2).eq(32).all()           # warm-up: every frame measured
+    assert mask[:, 10:].flatten(2).amax(2)[0].nonzero().flatten().tolist() == [4, 9, 14, 19]
+    noise = (y - traj)[mask == 1]
+    assert abs(float(noise.std()) - 0.3) < 0.03                   # σ · scale
+
+
+def test_measurement_errors_name_the_option():
+    with pytest.raises(UserError, match="operator"):
+        MeasurementModel(operator="sparse")
+    with pytest.raises(UserError, match="fraction"):
+        MeasurementModel(fraction=0.0)
+    with pytest.raises(UserError, match="unknown measurement option"):
+        MeasurementModel.from_config({"sigma": 0.1})
+
+
+# ---------------------------------------------------------------------------------- recursion
+def test_without_measurements_the_rollout_is_the_open_loop_prediction(one_thread):
+    net = tiny_observer().eval()
+    y = torch.randn(2, 6, 16)
+    mask = torch.zeros_like(y)
+    mask[:, 0] = 1
+    with torch.no_grad():
+        out = net.rollout(y, mask)
+        z0 = out["states"][:, :1]
+        assert torch.allclose(out["states"][:, 1:], net(z0, steps=5), atol=1e-6)
+    assert torch.isnan(out["gate"][1:]).all() and torch.isfinite(out["gate"][0])
+
+
+def test_only_trajectories_with_a_measurement_are_corrected(one_thread):
+    net = tiny_observer().eval()
+    y = torch.randn(2, 3, 16)
+    mask = torch.ones_like(y)
+    mask[1, 2] = 0  # trajectory 1 has no measurement at step 2
+    with torch.no_grad():
+        out = net.rollout(y, mask)
+    assert torch.equal(out["states"][1, 2], out["predictions"][1, 2])
+    assert not torch.equal(out["states"][0, 2], out["predictions"][0, 2])
+
+
+def test_gate_starts_near_its_bias(one_thread):
+    net = tiny_observer(gate_bias=-2.0)
+    y = torch.randn(4, 2, 32)
+    gate = net.rollout(y, torch.ones_like(y))["gate"]
+    assert 0.03 < float(gate.mean()) < 0.4  # sigmoid(-2) = 0.12, plus the random FNO's spread
+
+
+def test_truncated_backpropagation_cuts_the_gradient_path(one_thread):
+    net = tiny_observer()
+    grads = {}
+    for tbptt in (None, 2):
+        y = torch.randn(1, 4, 16, generator=torch.Generator().manual_seed(0)).requires_grad_()
+        mask = torch.zeros(1, 4, 16)
+        mask[:, 0] = 1
+        net.rollout(y, mask, tbptt=tbptt)["states"][:, 3].sum().backward()
+        grads[tbptt] = y.grad[0, 0].abs().sum()
+    assert grads[None] > 0 and grads[2] == 0
+
+
+# ------------------------------------------------------------------------- training and predict
+@pytest.fixture(scope="module")
+def trained_observer(tmp_path_factory, data_root):
+    run = tmp_path_factory.mktemp("observer")
+    metrics = train(compose("train", ["experiment=observer_tiny", "trainer.max_epochs=3", "logger=none",
+                                      f"run_dir={run}"]))
+    return run, metrics
+
+
+def test_training_reports_assimilated_and_open_loop_errors(trained_observer):
+    _, m = trained_observer
+    for key in ("test/rel_l2", "test/rel_l2_final", "test/rel_l2_openloop", "test/rel_l2_openloop_final",
+                "test/gate", "val/rel_l2"):
+        assert np.isfinite(m[key]), key
+
+
+def test_predict_assimilates_whole_trajectories(trained_observer, tmp_path):
+    run, _ = trained_observer
+    out = tmp_path / "assim"
+    m = predict(compose("predict", [f"ckpt={run}", "assimilate.enabled=true", f"run_dir={out}"]))
+    assert m["warmup"] == 4 and m["steps"] == 24 - 4
+    assert len(m["rel_l2_per_step"]) == m["steps"] == len(m["rel_l2_openloop_per_step"])
+    with h5py.File(out / "assimilation.h5") as f:
+        assert f["assimilated"].shape == f["truth"].shape == f["open_loop"].shape == (2, 24, 32)
+        truth, mask = f["truth"][...], f["mask"][...]
+    assert (out / "plots" / "error_vs_step.png").exists() and (out / "plots" / "assimilation_000.png").exists()
+    # the same measurements from a user's file (NaN = unobserved) give the same estimate
+    y = np.where(mask > 0, h5py.File(out / "assimilation.h5")["y"][...], np.nan)
+    with h5py.File(tmp_path / "meas.h5", "w") as f:
+        f["y"], f["truth"] = y, truth
+    m2 = predict(compose("predict", [f"ckpt={run}", "assimilate.enabled=true",
+                                     f"assimilate.file={tmp_path / 'meas.h5'}", f"run_dir={tmp_path / 'file'}"]))
+    assert m2["rel_l2_final"] == pytest.approx(m["rel_l2_final"], rel=1e-5)
+
+
+def test_assimilation_file_errors_name_the_layout(trained_observer, tmp_path):
+    run, _ = trained_observer
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f["y"] = np.zeros((2, 24, 31), np.float32)
+    with pytest.raises(UserError, match=r"\(N, T, 32\)"):
+        predict(compose("predict", [f"ckpt={run}", "assimilate.enabled=true",
+                                    f"assimilate.file={tmp_path / 'bad.h5'}", f"run_dir={tmp_path / 'o'}"]))
+
+
+def test_assimilate_needs_an_observer_checkpoint(trained_fno, tmp_path):
+    run, _ = trained_fno
+    with pytest.raises(UserError, match="model=observer"):
+        predict(compose("predict", [f"ckpt={run}", "assimilate.enabled=true", f"run_dir={tmp_path}"]))
