@@ -17,3 +17,22 @@ def test_quick_experiment_beats_persistence_tenfold(family, data_root, tmp_path)
 def test_every_family_has_a_quick_experiment():
     for model in (CONF / "model").glob("*.yaml"):
         assert (CONF / "experiment" / f"{model.stem}_quick.yaml").exists(), model.stem
+
+
+@pytest.mark.slow
+def test_observer_quick_assimilates_far_beyond_its_training_window(data_root, tmp_path):
+    """Issue 7's acceptance: KS, 25 % of the points every 5 steps at σ = 0.05, horizon 4× the
+    training window: assimilated relative L2 at the end < 0.1 and ≥ 5× below open loop."""
+    import importlib.util
+
+    import torch
+
+    from neuropde.run import train
+
+    train(compose("train", ["experiment=observer_quick", "logger=none", f"run_dir={tmp_path}"]))
+    spec = importlib.util.spec_from_file_location("observer_run", CONF.parent / "experiments" / "observer" / "run.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    r = study.evaluate(tmp_path, torch.device("cpu"))["grid"]["p0.25_sigma0.05"]
+    assert r["assim_final_rel_l2"] < 0.1
+    assert r["assim_final_rel_l2"] * 5 <= r["openloop_final_rel_l2"]

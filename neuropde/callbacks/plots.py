@@ -118,7 +118,7 @@ class ValidationPlots(L.Callback):
         if trainer.current_epoch % self.every and not trainer.is_last_batch:
             return
         truth, pred = example
-        if truth.dim() != 4:  # (1, T, X, Y) fields only
+        if truth.dim() not in (3, 4):  # (1, T, X) or (1, T, X, Y) fields only
             return
         plot_fields(truth[0].numpy(), pred[0].float().numpy(),
                     self.dirpath / f"val_epoch{trainer.current_epoch:03d}.png",

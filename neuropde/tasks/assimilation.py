@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from neuropde.data.measurement import MeasurementModel, noisy, random_points
+from neuropde.errors import UserError
 from neuropde.losses import rel_l2, rel_l2_per_frame, rel_sobolev
 from neuropde.tasks.base import BaseTask
 
@@ -38,6 +39,9 @@ class AssimilationTask(BaseTask):
     train_fractions, train_noise, train_probability : per-trajectory training draws of the
         observed share of points, relative noise σ and measurement probability per horizon step
         (0: an open-loop trajectory).
+    loss : ``rel_l2`` (mean over frames of ‖ẑ_k − z_k‖/‖z_k‖) or ``rel_l2_squared`` (of its
+        square, the reference notes' form, in which the O(1) errors of open-loop chaotic frames
+        outweigh the small errors of assimilated frames by their ratio).
     measurement_weight : λ of the measurement-reconstruction term.
     tbptt : detach the state every this many steps.
     pretrain_epochs : epochs of one-step teacher-forced training of the predictor before the
@@ -49,7 +53,7 @@ class AssimilationTask(BaseTask):
     def __init__(self, net, optimizer: dict, scheduler: dict | None = None, stats: dict | None = None,
                  warmup: int = 10, measurement: dict | None = None,
                  train_fractions=(1.0, 0.25, 0.05), train_noise=(0.0, 0.01, 0.05, 0.1),
-                 train_probability=(0.0, 0.1, 0.25, 0.5), measurement_weight: float = 0.1,
+                 train_probability=(0.0, 0.1, 0.25, 0.5), loss: str = "rel_l2", measurement_weight: float = 0.1,
                  tbptt: int | None = 10, pretrain_epochs: int = 0, domain_length: float = 1.0, seed: int = 0):
         super().__init__(optimizer, scheduler, stats)
         self.net, self.warmup = net, int(warmup)
@@ -57,6 +61,9 @@ class AssimilationTask(BaseTask):
         self.train_fractions = [float(v) for v in train_fractions]
         self.train_noise = [float(v) for v in train_noise]
         self.train_probability = [float(v) for v in train_probability]
+        if loss not in ("rel_l2", "rel_l2_squared"):
+            raise UserError(f"model.task.loss={loss}: choose rel_l2 or rel_l2_squared")
+        self.squared = loss == "rel_l2_squared"
         self.measurement_weight, self.tbptt = float(measurement_weight), tbptt
         self.pretrain_epochs, self.L, self.seed = int(pretrain_epochs), float(domain_length), int(seed)
         self.persistence = False  # predict.py: no repeat-the-last-frame baseline here
@@ -89,19 +96,19 @@ class AssimilationTask(BaseTask):
         if self.current_epoch < self.pretrain_epochs:
             # stage 1: the predictor alone, one step from every clean frame (teacher forcing)
             prev, nxt = z[:, :-1].reshape(-1, 1, *z.shape[2:]), traj[:, 1:].reshape(-1, 1, *z.shape[2:])
-            loss = rel_l2(self.denormalize(self.net.predict(prev)), nxt).square()
+            loss = _rel(self.denormalize(self.net.predict(prev)), nxt, self.squared)
         else:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
             meas, mask = self._training_measurements(z, g)
             out = self.net.rollout(meas, mask, tbptt=self.tbptt)
             states = self.denormalize(out["states"])
-            loss = _rel_sq(states, traj)
+            loss = _rel(states, traj, self.squared)
             if self.measurement_weight:
                 meas_phys = self.denormalize(meas) * mask
                 recon = self.denormalize(self.net.observation(out["states"].flatten(0, 1)[:, None])
                                          ).reshape(states.shape) * mask
                 measured = mask.flatten(2).amax(2) > 0
-                err = (recon - meas_phys).flatten(2).square().sum(2) / meas_phys.flatten(2).square().sum(2).clamp(min=1e-12)
+                err = _rel_frames(recon, meas_phys, self.squared)
                 loss = loss + self.measurement_weight * err[measured].mean()
         self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
@@ -141,7 +148,13 @@ class AssimilationTask(BaseTask):
         self._evaluate(batch, batch_idx, "test")
 
 
-def _rel_sq(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Mean over samples and frames of ‖pred_k − true_k‖² / ‖true_k‖²: (B, T, *space) -> scalar."""
+def _rel_frames(pred: torch.Tensor, true: torch.Tensor, squared: bool) -> torch.Tensor:
+    """‖pred_k − true_k‖ / ‖true_k‖ (squared on request) per sample and frame: (B, T, *space) -> (B, T)."""
     num = (pred - true).flatten(2).square().sum(2)
-    return (num / true.flatten(2).square().sum(2).clamp(min=1e-12)).mean()
+    ratio = num / true.flatten(2).square().sum(2).clamp(min=1e-12)
+    return ratio if squared else ratio.clamp(min=1e-12).sqrt()
+
+
+def _rel(pred: torch.Tensor, true: torch.Tensor, squared: bool) -> torch.Tensor:
+    """Mean over samples and frames of :func:`_rel_frames`."""
+    return _rel_frames(pred, true, squared).mean()

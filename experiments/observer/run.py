@@ -1,0 +1,150 @@
+"""Prediction and data assimilation with a recursive observer (NODA, arXiv 2402.15656; README.md here).
+
+    python experiments/observer/run.py --quick   # CPU: ks (L = 22, 64 points) and kdv (128 points)
+    python experiments/observer/run.py --full    # GPU: ks_64 (L = 64, 256 points) and ns2d
+
+One observer per data set is trained (``experiment=observer_quick`` settings; a run dir holding
+``metrics.json`` is reused), then run over the test trajectories for a horizon of 4× the training
+window after the warm-up, with measurements of a random share p ∈ {1, 0.25, 0.05} of the points
+every 5 steps at relative noise σ ∈ {0, 0.05}, and open loop (the same warm-up, no later
+measurements). Writes ``results/<mode>.json``: ``<data>_assim_final_rel_l2`` and
+``<data>_openloop_final_rel_l2`` at p = 0.25, σ = 0.05 (the acceptance setting), the whole grid
+(final and mean relative L2, and the per-step curves), and ``results/<mode>_<data>.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from neuropde import checkpoint
+from neuropde.assimilation import run_observer
+from neuropde.data.measurement import MeasurementModel
+from neuropde.data.store import atomic_write_json
+from neuropde.losses import rel_l2_per_frame
+from neuropde.run import CONF_DIR, build_datamodule, build_task, predict_config, train
+from neuropde.tasks.assimilation import without_horizon
+
+HERE = Path(__file__).resolve().parent
+DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"]}
+FRACTIONS, NOISES, EVERY = (1.0, 0.25, 0.05), (0.0, 0.05), 5
+
+
+def compose(overrides: list[str], config: str = "train"):
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return _compose(config_name=config, overrides=overrides)
+
+
+def trained(mode: str, data: str, out: Path) -> Path:
+    run = out / mode / data
+    if not (run / "metrics.json").exists():
+        extra = [] if mode == "quick" else ["trainer.accelerator=gpu", "trainer.max_epochs=100"]
+        t0 = time.perf_counter()
+        train(compose(["experiment=observer_quick", f"data={data}", "logger=none", f"run_dir={run}"] + extra))
+        print(f"{data}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+    return run
+
+
+def evaluate(run: Path, device) -> dict:
+    """Final and mean relative L2 (and curves) of assimilation and open loop over the grid."""
+    ckpt = checkpoint.read(run / "checkpoints" / "best.ckpt")
+    pcfg = predict_config(compose([f"ckpt={run}", f"run_dir={run / 'eval'}"], "predict"), ckpt)
+    task = build_task(pcfg, ckpt["neuropde"].get("stats"))
+    task.load_state_dict(ckpt["state_dict"])
+    task.to(device).eval()
+    window = int(pcfg.data.window.t_in) + int(pcfg.data.window.t_out)
+    warmup, horizon = task.warmup, 4 * window
+    truth = build_datamodule(pcfg, progress=False).load("test")
+    if truth.shape[1] < warmup + horizon:
+        raise SystemExit(f"{pcfg.data.name}: test trajectories have {truth.shape[1]} frames, fewer than "
+                         f"warm-up {warmup} + horizon {horizon}; raise data.generator.n_frames")
+    truth = truth[:, :warmup + horizon]
+    scale = float(task.norm_std)
+    grid = {}
+    for p in FRACTIONS:
+        for sigma in NOISES:
+            model = MeasurementModel(operator="full" if p == 1.0 else "random", fraction=p, noise=sigma, every=EVERY)
+            y, mask = model.measure(truth, warmup, torch.Generator().manual_seed(0), scale)
+            curves = {}
+            for name, m in (("assim", mask), ("openloop", without_horizon(mask, warmup))):
+                est = run_observer(task, y, m, batch_size=64, device=device)
+                curves[name] = rel_l2_per_frame(est[:, warmup:], truth[:, warmup:])
+            grid[f"p{p:g}_sigma{sigma:g}"] = {
+                "fraction": p, "noise": sigma, "every": EVERY,
+                **{f"{n}_final_rel_l2": float(c[-1]) for n, c in curves.items()},
+                **{f"{n}_mean_rel_l2": float(c.mean()) for n, c in curves.items()},
+                **{f"{n}_curve": [round(float(v), 5) for v in c] for n, c in curves.items()}}
+    return {"warmup": warmup, "training_window": window, "horizon": horizon, "grid": grid,
+            "trajectories": int(truth.shape[0]), "dt_snap": float(pcfg.data.spec.get("dt_snap", 1.0))}
+
+
+def plot(result: dict, data: str, path: Path) -> None:
+    from neuropde.callbacks.plots import _pyplot, _save
+
+    fig, axes = _pyplot().subplots(1, len(NOISES), figsize=(5.5 * len(NOISES), 3.8), squeeze=False)
+    for ax, sigma in zip(axes[0], NOISES):
+        for p in FRACTIONS:
+            r = result["grid"][f"p{p:g}_sigma{sigma:g}"]
+            steps = range(1, len(r["assim_curve"]) + 1)
+            line, = ax.semilogy(steps, r["assim_curve"], label=f"assimilated, p = {p:g}")
+            ax.semilogy(steps, r["openloop_curve"], ":", color=line.get_color(), alpha=0.6)
+        ax.axvline(result["training_window"], color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{data}: σ = {sigma:g}, measurements every {EVERY} steps (dotted: open loop)", fontsize=9)
+        ax.set_xlabel("step after the warm-up (dashed: training window)")
+        ax.set_ylabel("relative L2")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path, dpi=100)
+
+
+def markdown_table(results: dict) -> str:
+    rows = ["| data | p (observed share) | σ | assimilated, final | open loop, final | assimilated, mean | open loop, mean |",
+            "|---|---|---|---|---|---|---|"]
+    for data in results["data"]:
+        for r in results[data]["grid"].values():
+            rows.append(f"| {data} | {r['fraction']:g} | {r['noise']:g} | {r['assim_final_rel_l2']:.4f} | "
+                        f"{r['openloop_final_rel_l2']:.4f} | {r['assim_mean_rel_l2']:.4f} | {r['openloop_mean_rel_l2']:.4f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--quick", action="store_true", help="CPU-sized: ks and kdv")
+    g.add_argument("--full", action="store_true", help="GPU-sized: ks_64 and ns2d")
+    p.add_argument("--data", nargs="*", default=None, help="a subset of the mode's data sets")
+    p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
+    args = p.parse_args()
+    mode = "quick" if args.quick else "full"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    path = HERE / "results" / f"{mode}.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    for data in args.data or DATA[mode]:
+        run = trained(mode, data, Path(args.out))
+        metrics = json.loads((run / "metrics.json").read_text())
+        r = evaluate(run, device)
+        r.update(params=metrics["params"], epochs=metrics["epochs"], sec_per_epoch=metrics["sec_per_epoch"])
+        key = data.split("_")[0]
+        results[data] = r
+        results[f"{key}_assim_final_rel_l2"] = r["grid"]["p0.25_sigma0.05"]["assim_final_rel_l2"]
+        results[f"{key}_openloop_final_rel_l2"] = r["grid"]["p0.25_sigma0.05"]["openloop_final_rel_l2"]
+        results["data"] = sorted({*results.get("data", []), data})
+        results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                              "threads": torch.get_num_threads(), "torch": torch.__version__,
+                              "python": platform.python_version()}
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_json(path, results)
+        plot(r, data, HERE / "results" / f"{mode}_{data}.png")
+    print(json.dumps({k: v for k, v in results.items() if k.endswith("rel_l2")}, indent=1))
+    print(markdown_table(results))
+
+
+if __name__ == "__main__":
+    main()
