@@ -238,6 +238,10 @@ def predict(cfg: DictConfig) -> dict:
     task.load_state_dict(ckpt["state_dict"])
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     task.to(device).eval()
+    if pcfg.model.family == "dcdm":
+        from neuropde.tasks.dcdm import predict_dcdm
+
+        return predict_dcdm(cfg, pcfg, task, out)
     if (cfg.get("assimilate") or {}).get("enabled"):
         from neuropde.assimilation import predict_assimilation
 

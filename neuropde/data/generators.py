@@ -254,5 +254,33 @@ kuramoto_sivashinsky = _semilinear_1d(_ks_solver, _ks_initial)
 korteweg_de_vries = _semilinear_1d(_kdv_solver, _kdv_initial)
 
 
+def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
+    """Unit right-hand sides b = Σ c_k v_k from Ritz vectors v_k of a pressure-Poisson matrix
+    (DCDM's training data, :mod:`neuropde.pde.ritz`), stored on the grid as one frame per sample:
+    (samples, 1, N, N[, N]), zero outside the fluid. The Ritz basis depends on the matrix and the
+    seed only; each sample draws its coefficients from its own (seed, split, index) stream, so the
+    splits are disjoint and a sample does not depend on the shard size."""
+    from neuropde.pde.poisson import assemble, make_domain
+    from neuropde.pde.ritz import ritz_vectors, training_vectors
+
+    g = data_cfg["generator"]
+    N, dim, seed = int(data_cfg["resolution"]), int(g["dim"]), int(data_cfg["seed"])
+    system = assemble(make_domain(str(g["domain"]), N, dim, seed, int(g.get("n_obstacles", 4))))
+    basis = {}
+
+    def make_shard(start: int, stop: int):
+        if not basis:  # once per split, when a shard is actually needed
+            basis["values"], basis["vectors"] = ritz_vectors(system, int(g["ritz_m"]), np.random.default_rng(seed),
+                                                             dense_below=int(g["dense_below"]))
+        b = np.concatenate([training_vectors(basis["values"], basis["vectors"], 1,
+                                             np.random.default_rng(sample_seed(seed, split, i)),
+                                             smooth_fraction=float(g["smooth_fraction"]),
+                                             smooth_scale=float(g["smooth_scale"])) for i in range(start, stop)])
+        return system.to_grid(b)[:, None].astype(np.float32), np.zeros(1)
+
+    return make_shard
+
+
 GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
-              "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries}
+              "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries,
+              "poisson_ritz": poisson_ritz}

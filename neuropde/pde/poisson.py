@@ -423,6 +423,20 @@ def smoke_like(N: int, dim: int, rng, open_top: bool = True) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # right-hand sides
 # --------------------------------------------------------------------------------------------------
+DOMAINS = ("empty_box", "box_with_obstacles", "smoke_like", "smoke_like_closed")
+
+
+def make_domain(name: str, N: int, dim: int = 3, seed: int = 0, n_obstacles: int = 4) -> np.ndarray:
+    """Flags of a named domain (the config's ``domain``): one of :data:`DOMAINS`."""
+    if name == "empty_box":
+        return empty_box(N, dim)
+    if name == "box_with_obstacles":
+        return box_with_obstacles(N, dim, n_obstacles, seed)
+    if name in ("smoke_like", "smoke_like_closed"):
+        return smoke_like(N, dim, seed, open_top=name == "smoke_like")
+    raise ValueError(f"unknown domain {name!r}; choose one of {', '.join(DOMAINS)}")
+
+
 def _smooth_coefficients(g: np.random.Generator, dim: int, modes: int) -> np.ndarray:
     """Coefficients (2·modes+1,)*dim of the separable cos/sin basis, decaying like 1/(1 + |k|²)."""
     k = np.concatenate([[0], np.arange(1, modes + 1), np.arange(1, modes + 1)])  # 1, cos k, sin k
