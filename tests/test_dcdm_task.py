@@ -1,0 +1,29 @@
+"""model=dcdm through the framework: data=poisson*, unsupervised training, predict.py as a solver."""
+import numpy as np
+import pytest
+
+from neuropde.pde.poisson import DOMAINS, make_domain
+from neuropde.run import predict, train
+from tests.conftest import compose
+
+
+def test_make_domain_names_the_choices():
+    for name in DOMAINS:
+        flags = make_domain(name, 8, 2, seed=3)
+        assert flags.shape == (8, 8)
+        assert np.array_equal(flags, make_domain(name, 8, 2, seed=3))
+    with pytest.raises(ValueError, match="empty_box"):
+        make_domain("bunny", 8, 2)
+
+
+def test_trained_dcdm_solves_unseen_systems_from_predict(data_root, tmp_path):
+    run = tmp_path / "run"
+    metrics = train(compose("train", ["experiment=dcdm_tiny", "trainer.max_epochs=30", "scheduler=onecycle",
+                                      "optimizer.lr=3e-3", "logger=none", f"run_dir={run}"]))
+    assert metrics["test/rel_l2"] < 0.5  # one step along f(b) removes more than half the residual
+    m = predict(compose("predict", [f"ckpt={run}", "solve.domain=smoke_like_closed", "solve.resolution=16",
+                                    "solve.systems=2", f"run_dir={tmp_path / 'solve'}"]))
+    assert m["unknowns"] < 16 * 16 and all(m["dcdm_converged"]) and all(m["cg_converged"])
+    assert m["dcdm_iterations_mean"] < m["cg_iterations_mean"]
+    assert len(m["dcdm_residuals"][0]) == m["dcdm_iterations"][0] + 1
+    assert (tmp_path / "solve" / "plots" / "residuals.png").exists()
