@@ -36,3 +36,18 @@ def test_observer_quick_assimilates_far_beyond_its_training_window(data_root, tm
     r = study.evaluate(tmp_path, torch.device("cpu"))["grid"]["p0.25_sigma0.05"]
     assert r["assim_final_rel_l2"] < 0.1
     assert r["assim_final_rel_l2"] * 5 <= r["openloop_final_rel_l2"]
+
+
+@pytest.mark.slow
+def test_dcdm_quick_needs_a_fifth_of_cg_iterations_at_64_cubed(data_root, tmp_path):
+    """Issue 12's acceptance: trained by experiment=dcdm_quick (16³), DCDM reaches 1e-4 at 64³ on the
+    training-like domain in ≤ 1/5 of CG's iterations, and converges on an unseen obstacle domain."""
+    from neuropde.run import predict, train
+
+    train(compose("train", ["experiment=dcdm_quick", "logger=none", f"run_dir={tmp_path / 'run'}"]))
+    box = predict(compose("predict", [f"ckpt={tmp_path / 'run'}", "solve.resolution=64", "solve.systems=1",
+                                      f"run_dir={tmp_path / 'box'}"]))
+    assert all(box["dcdm_converged"]) and box["dcdm_iterations_mean"] * 5 <= box["cg_iterations_mean"]
+    unseen = predict(compose("predict", [f"ckpt={tmp_path / 'run'}", "solve.resolution=32", "solve.systems=1",
+                                         "solve.domain=box_with_obstacles", f"run_dir={tmp_path / 'unseen'}"]))
+    assert all(unseen["dcdm_converged"])
