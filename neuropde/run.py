@@ -31,6 +31,15 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # --------------------------------------------------------------------------------------- helpers
+def compose_config(config: str, overrides: list[str] | None = None) -> DictConfig:
+    """``conf/<config>.yaml`` with command-line style overrides, without the command line
+    (experiment scripts, notebooks): ``train(compose_config("train", ["model=fno"]))``."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name=config, overrides=list(overrides or []))
+
+
 def run_dir(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
 

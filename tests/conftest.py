@@ -33,11 +33,9 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def compose(config: str = "train", overrides: list[str] | None = None):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
+    from neuropde.run import compose_config
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return _compose(config_name=config, overrides=overrides or [])
+    return compose_config(config, overrides)
 
 
 def run_script(script: str, *args: str, cwd: Path, env: dict | None = None, timeout: int = 300):

@@ -27,7 +27,7 @@ from neuropde import checkpoint
 from neuropde.data.store import atomic_write_json
 from neuropde.models.dcdm import network_direction
 from neuropde.pde.poisson import assemble, divergence_rhs, make_domain
-from neuropde.run import CONF_DIR, build_task, train
+from neuropde.run import compose_config, build_task, train
 from neuropde.solvers import cg, incomplete_cholesky
 from neuropde.solvers.dcdm import dcdm_solve
 
@@ -39,19 +39,11 @@ DOMAINS = {"empty_box": ("training-like", 0), "smoke_like_closed": ("unseen", 1)
 TOLS = (1e-4, 1e-6)
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name="train", overrides=overrides)
-
-
 def trained_task(mode: str, out: Path, device):
     run = out / mode / "train"
     if not (run / "metrics.json").exists():
         t0 = time.perf_counter()
-        train(compose(MODES[mode]["train"] + ["logger=none", f"run_dir={run}"]))
+        train(compose_config("train", MODES[mode]["train"] + ["logger=none", f"run_dir={run}"]))
         print(f"trained in {time.perf_counter() - t0:.0f} s", flush=True)
     ckpt = checkpoint.read(run / "checkpoints" / "best.ckpt")
     from omegaconf import OmegaConf

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from neuropde.data.store import atomic_write_json
-from neuropde.run import CONF_DIR, train
+from neuropde.run import compose_config, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -56,14 +56,6 @@ def models(mode: str, data: str) -> dict[str, list[str]]:
             "fno": ["model=fno", "model.net.width=32", "model.net.modes=[24,24]"]}
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name="train", overrides=overrides)
-
-
 def run_once(overrides: list[str], run: Path, fresh: bool) -> dict:
     """Train under ``overrides`` into ``run`` (or read its finished metrics)."""
     if fresh and run.exists():
@@ -71,7 +63,7 @@ def run_once(overrides: list[str], run: Path, fresh: bool) -> dict:
     if (run / "metrics.json").exists():
         return json.loads((run / "metrics.json").read_text())
     t0 = time.perf_counter()
-    metrics = train(compose(overrides + [f"run_dir={run}"]))
+    metrics = train(compose_config("train", overrides + [f"run_dir={run}"]))
     print(f"{run.relative_to(run.parents[2])}: {metrics['epochs']} epochs in {time.perf_counter() - t0:.0f} s, "
           f"test rel. L2 {metrics['test/rel_l2']:.4f}", flush=True)
     return metrics

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from neuropde.data.store import atomic_write_json
-from neuropde.run import CONF_DIR, train
+from neuropde.run import compose_config, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,14 +44,6 @@ VARIANTS = {
 }
 MODES = {"quick": ["experiment=mg_tfno_quick"],
          "full": ["model=mg_tfno", "data=ns2d_hr", "trainer.max_epochs=100"]}
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name="train", overrides=overrides)
 
 
 def call_memory_mb(model, x: torch.Tensor) -> float:
@@ -142,7 +134,7 @@ def main() -> None:
     results = {k: {} for k in ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")}
     for name in args.variants:
         run = Path(args.out) / mode / name
-        cfg = compose(MODES[mode] + VARIANTS[name] + [f"run_dir={run}"]
+        cfg = compose_config("train", MODES[mode] + VARIANTS[name] + [f"run_dir={run}"]
                       + ([f"data.resolution={args.resolution}"] if args.resolution else []))
         if args.memory_only:
             from hydra.utils import instantiate
@@ -167,7 +159,7 @@ def main() -> None:
         results["sec_per_epoch"][name] = metrics.get("sec_per_epoch")
         results["peak_mem_mb_per_call"][name] = round(
             one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
-    results["tucker_contraction_ms_per_call"] = contraction_ms(compose(MODES[mode]), device)
+    results["tucker_contraction_ms_per_call"] = contraction_ms(compose_config("train", MODES[mode]), device)
     if "fno" in results["params"]:
         results["compression"] = {k: results["params"]["fno"] / v for k, v in results["params"].items()}
     results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",

@@ -26,7 +26,7 @@ from neuropde.assimilation import run_observer
 from neuropde.data.measurement import MeasurementModel
 from neuropde.data.store import atomic_write_json
 from neuropde.losses import rel_l2_per_frame
-from neuropde.run import CONF_DIR, build_datamodule, build_task, predict_config, train
+from neuropde.run import compose_config, build_datamodule, build_task, predict_config, train
 from neuropde.tasks.assimilation import without_horizon
 
 HERE = Path(__file__).resolve().parent
@@ -34,20 +34,12 @@ DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"]}
 FRACTIONS, NOISES, EVERY = (1.0, 0.25, 0.05), (0.0, 0.05), 5
 
 
-def compose(overrides: list[str], config: str = "train"):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name=config, overrides=overrides)
-
-
 def trained(mode: str, data: str, out: Path) -> Path:
     run = out / mode / data
     if not (run / "metrics.json").exists():
         extra = [] if mode == "quick" else ["trainer.accelerator=gpu", "trainer.max_epochs=100"]
         t0 = time.perf_counter()
-        train(compose(["experiment=observer_quick", f"data={data}", "logger=none", f"run_dir={run}"] + extra))
+        train(compose_config("train", ["experiment=observer_quick", f"data={data}", "logger=none", f"run_dir={run}"] + extra))
         print(f"{data}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
     return run
 
@@ -55,7 +47,7 @@ def trained(mode: str, data: str, out: Path) -> Path:
 def evaluate(run: Path, device) -> dict:
     """Final and mean relative L2 (and curves) of assimilation and open loop over the grid."""
     ckpt = checkpoint.read(run / "checkpoints" / "best.ckpt")
-    pcfg = predict_config(compose([f"ckpt={run}", f"run_dir={run / 'eval'}"], "predict"), ckpt)
+    pcfg = predict_config(compose_config("predict", [f"ckpt={run}", f"run_dir={run / 'eval'}"]), ckpt)
     task = build_task(pcfg, ckpt["neuropde"].get("stats"))
     task.load_state_dict(ckpt["state_dict"])
     task.to(device).eval()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from neuropde.data.store import atomic_write_json
-from neuropde.run import CONF_DIR, predict, train
+from neuropde.run import compose_config, predict, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,14 +29,6 @@ MODES = {
               "zero_shot": ["data.resolution=256", "data.window.eval_stride=null", "data.samples.test=4"]},
     "full": {"train": ["model=sfno", "data=ns2d"], "zero_shot": ["data.resolution=256"]},
 }
-
-
-def compose(config: str, overrides: list[str]):
-    from hydra import compose as _compose
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name=config, overrides=overrides)
 
 
 def main() -> None:
@@ -55,12 +47,12 @@ def main() -> None:
     train_metrics = {}
     if ckpt is None:
         ckpt = str(out / "train")
-        train_metrics = train(compose("train", MODES[mode]["train"] + [f"run_dir={ckpt}"]))
+        train_metrics = train(compose_config("train", MODES[mode]["train"] + [f"run_dir={ckpt}"]))
     t_trained = time.perf_counter()
 
-    on_grid = predict(compose("predict", [f"ckpt={ckpt}", "refine.enabled=true", f"run_dir={out / 'refine'}"]))
+    on_grid = predict(compose_config("predict", [f"ckpt={ckpt}", "refine.enabled=true", f"run_dir={out / 'refine'}"]))
     t1 = time.perf_counter()
-    zero = predict(compose("predict", [f"ckpt={ckpt}", "refine.enabled=true", f"run_dir={out / 'refine_256'}"]
+    zero = predict(compose_config("predict", [f"ckpt={ckpt}", "refine.enabled=true", f"run_dir={out / 'refine_256'}"]
                            + ["+" + o for o in MODES[mode]["zero_shot"]]))
     t2 = time.perf_counter()
 
