@@ -95,7 +95,13 @@ def check_compatible(cfg: DictConfig) -> None:
                         f"it takes: {', '.join(datasets_of_kind(kinds)) or kinds}")
 
 
-def build_datamodule(cfg: DictConfig, progress: bool = True) -> TrajectoryDataModule:
+def build_datamodule(cfg: DictConfig, progress: bool = True):
+    """The data set's Lightning data module: trajectories from the HDF5 store, or collocation
+    points drawn on the fly (``spec.kind: highdim``)."""
+    if cfg.data.spec.kind == "highdim":
+        from neuropde.data.collocation import CollocationDataModule
+
+        return CollocationDataModule(to_dict(cfg.data), seed=int(cfg.get("seed", 0)))
     return TrajectoryDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
 
 
@@ -251,6 +257,10 @@ def predict(cfg: DictConfig) -> dict:
         from neuropde.tasks.dcdm import predict_dcdm
 
         return predict_dcdm(cfg, pcfg, task, out)
+    if pcfg.model.family == "sdgd_pinn":
+        from neuropde.tasks.pinn import predict_pinn
+
+        return predict_pinn(cfg, pcfg, task, dm, out, split)
     if (cfg.get("assimilate") or {}).get("enabled"):
         from neuropde.assimilation import predict_assimilation
 

@@ -30,3 +30,10 @@ def cosine(optimizer: torch.optim.Optimizer, total_steps: int, eta_min: float = 
     """Cosine decay to ``eta_min`` over the whole run, stepped per batch."""
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=eta_min)
     return {"scheduler": sched, "interval": "step"}
+
+
+def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> dict:
+    """lr·(1 − step/total): linear decay to zero over the run, stepped per batch (the SDGD recipe)."""
+    total = max(int(total_steps), 1)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
+    return {"scheduler": sched, "interval": "step"}

@@ -1,0 +1,163 @@
+"""SDGD: physics-informed networks for PDEs in very many dimensions (Hu, Shukla, Karniadakis,
+Kawaguchi, arXiv 2307.12306).
+
+The Laplacian in the PDE residual is a sum of d one-dimensional second derivatives; stochastic
+dimension gradient descent estimates it from a random subset of B dimensions per step, rescaled by
+d/B, so that one step costs O(B) second derivatives instead of O(d).
+
+Network: ``u_θ(x) = (1 − ‖x‖²)·MLP(x)`` (the boundary condition u = 0 on the unit sphere is built
+in). Second derivatives: the first layer h = W x + b is linear, so moving x along e_i moves h along
+the column w_i = W[:, i]; ∂m/∂x_i and ∂²m/∂x_i² of the MLP m are a nested forward-mode product
+(``torch.func.jvp`` twice) of the layers after the first along w_i, vectorised with
+``torch.func.vmap`` over points and sampled dimensions (no Python loop over dimensions). The
+product rule with s = 1 − ‖x‖² then gives u_ii = s m_ii − 4 x_i m_i − 2 m.
+
+Estimators of the residual loss mean_n R(x_n)², R = Δu + N(u) − g (``estimator=``):
+
+``full``      exact Δu (all d dimensions, in chunks of ``dim_chunk`` under activation
+              checkpointing); the baseline for small d.
+``biased``    mean R_I², with R_I using (d/B) Σ_{i∈I} u_ii for one random index set I; its gradient
+              is that of the loss plus that of Var R_I (the bias vanishes only as B → d).
+``unbiased``  mean 2·sg[R_I]·R_J with independent index sets I, J: E[R_I]·E[∇R_J] = R ∇R, so the
+              gradient is unbiased (the reference's "Algorithm 2").
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import jvp, vmap
+from torch.utils.checkpoint import checkpoint
+
+from neuropde.errors import UserError
+
+ESTIMATORS = ("full", "biased", "unbiased")
+_ACTIVATIONS = {"tanh": nn.Tanh, "sin": None}
+
+
+class _Sin(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x)
+
+
+class BallPINN(nn.Module):
+    """``u(x) = (1 − ‖x‖²)·MLP(x)`` on the unit ball: (n, dim) -> (n,).
+
+    Parameters
+    ----------
+    dim : input dimension d.
+    width : hidden width (the reference: 128).
+    depth : hidden layers (the reference: 3, i.e. d → 128 → 128 → 128 → 1).
+    activation : ``tanh`` (the reference) or ``sin``; smooth, as second derivatives enter the loss.
+    """
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 3, activation: str = "tanh"):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise UserError(f"model.net.activation={activation}: choose one of {', '.join(_ACTIVATIONS)}")
+        act = nn.Tanh if activation == "tanh" else _Sin
+        self.dim = int(dim)
+        self.lift = nn.Linear(self.dim, width)
+        layers: list[nn.Module] = []
+        for _ in range(depth - 1):
+            layers += [act(), nn.Linear(width, width)]
+        layers += [act(), nn.Linear(width, 1)]
+        self.rest = nn.Sequential(*layers)           # everything after the first (linear) layer
+        # `lift` is a data-facing layer for the optimizer grouping (AdamW under Muon-type rules)
+
+    def _mlp_of_hidden(self, h: torch.Tensor) -> torch.Tensor:
+        """m as a function of the first layer's output: (width,) -> ()."""
+        return self.rest(h).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (1 - (x * x).sum(-1)) * self.rest(self.lift(x)).squeeze(-1)
+
+    def _m_derivatives(self, h: torch.Tensor, directions: torch.Tensor):
+        """m, its first and second derivative along each direction of h: h (n, width),
+        directions (k, width) -> three (n, k) tensors."""
+        def along(hp: torch.Tensor, v: torch.Tensor):
+            def first_order(hh):
+                return jvp(self._mlp_of_hidden, (hh,), (v,))
+            (m, m_v), (_, m_vv) = jvp(first_order, (hp,), (v,))
+            return m, m_v, m_vv
+
+        return vmap(vmap(along, in_dims=(None, 0)), in_dims=(0, None))(h, directions)
+
+    def second_derivatives(self, x: torch.Tensor, dims: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+        """∂²u/∂x_i² at every point for every i in ``dims``: x (n, d), dims (k,) long -> (n, k)."""
+        h = self.lift(x) if h is None else h
+        w = self.lift.weight[:, dims].T                       # (k, width): how h moves along e_i
+        m, m_i, m_ii = self._m_derivatives(h, w)
+        s = 1 - (x * x).sum(-1, keepdim=True)
+        return s * m_ii - 4 * x[:, dims] * m_i - 2 * m
+
+    def laplacian(self, x: torch.Tensor, dims: torch.Tensor | None = None,
+                  chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """u and Σ_{i∈dims} ∂²u/∂x_i² (all d dimensions when ``dims`` is None): x (n, d) -> (n,), (n,).
+
+        ``chunk`` bounds the directions evaluated at once; with gradients on, each chunk is
+        recomputed in the backward pass (activation checkpointing), so memory stays O(n·chunk·width).
+        """
+        h = self.lift(x)
+        u = (1 - (x * x).sum(-1)) * self._mlp_of_hidden(h)
+        dims = torch.arange(self.dim, device=x.device) if dims is None else dims
+        chunk = int(chunk) if chunk else dims.numel()
+        if chunk >= dims.numel():
+            return u, self.second_derivatives(x, dims, h).sum(-1)
+
+        def part(xc, hc, dc):
+            return self.second_derivatives(xc, dc, hc).sum(-1)
+
+        total = torch.zeros_like(u)
+        for dc in dims.split(chunk):                            # chunks of dimensions, vectorised inside
+            if torch.is_grad_enabled():
+                total = total + checkpoint(part, x, h, dc, use_reentrant=False)
+            else:
+                total = total + part(x, h, dc)
+        return u, total
+
+
+def sample_dims(dim: int, count: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """``count`` distinct dimensions out of ``dim``, uniformly (without replacement): (count,) long."""
+    return torch.randperm(dim, generator=generator, device=device)[:count]
+
+
+def residual_loss(net: BallPINN, problem, x: torch.Tensor, estimator: str = "unbiased", batch_dims: int = 100,
+                  generator: torch.Generator | None = None, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loss of one step and an estimate of the residual MSE to log.
+
+    Parameters
+    ----------
+    net : the PINN; problem : a :class:`~neuropde.pde.highdim.BallProblem` of the same dimension.
+    x : collocation points (n, d).
+    estimator : ``full``, ``biased`` or ``unbiased`` (module docstring).
+    batch_dims : B, the dimensions sampled per index set.
+    generator : draws the index sets (seeded per step, so a closure re-evaluation draws the same).
+
+    Returns
+    -------
+    loss : scalar to differentiate (for ``unbiased`` a surrogate whose gradient is unbiased and whose
+        value is not the loss).
+    mse : detached estimate of mean R²: exact (``full``), upward biased (``biased``: E R_I² = R² +
+        Var R_I) or unbiased (``unbiased``: R_I R_J).
+    """
+    if estimator not in ESTIMATORS:
+        raise UserError(f"model.task.estimator={estimator}: choose one of {', '.join(ESTIMATORS)}")
+    d, B = problem.dim, min(int(batch_dims), problem.dim)   # B = d samples every dimension once
+    if B < 1:
+        raise UserError(f"model.task.batch_dims={B}: sample at least one dimension per step")
+    g = problem.forcing(x)
+    if estimator == "full":
+        u, lap = net.laplacian(x, None, chunk)
+        R = problem.residual(lap, u, g)
+        return (R * R).mean(), (R * R).mean().detach()
+    # I (and J) in one vectorised call; their sums rescaled by d/B estimate Δu
+    sets = 1 if estimator == "biased" else 2
+    dims = torch.cat([sample_dims(d, B, generator, x.device) for _ in range(sets)])
+    h = net.lift(x)
+    u = (1 - (x * x).sum(-1)) * net._mlp_of_hidden(h)
+    laps = net.second_derivatives(x, dims, h).view(x.shape[0], sets, B).sum(-1) * (d / B)   # (n, sets)
+    R_I = problem.residual(laps[:, 0], u, g)
+    if estimator == "biased":
+        return (R_I * R_I).mean(), (R_I * R_I).mean().detach()
+    R_J = problem.residual(laps[:, 1], u, g)
+    return (2 * R_I.detach() * R_J).mean(), (R_I * R_J).mean().detach()
