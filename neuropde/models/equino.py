@@ -1,0 +1,417 @@
+"""EquiNO: equilibrium neural operator for FE² micro-scale solid mechanics (arXiv 2504.07976).
+
+Displacement fluctuations and stresses of a periodic RVE are expanded in POD bases built from a few
+FE snapshots, so every predicted stress field is in discrete equilibrium and every displacement is
+periodic by construction; two small MLPs map the macro strain to the POD coefficients. Training
+needs no labels: the only loss is the mismatch between the constitutive stress σ̂(ε(b_u)) of the
+displacement branch and the equilibrated stress Φ_σ b_σ of the stress branch.
+
+Pieces (see ``shared/reference/equino.md`` §2.2–2.6)
+-----------------------------------------------------
+* :class:`PODBases`: Φ_u, Φ_ε = BΦ_u, Φ_σ, Φ̄_σ and coefficient scalings from ``RVESolver.solve_many``
+  output; :meth:`PODBases.state_dict` gives plain tensors for buffers / checkpoints.
+* :class:`EquiNO`: the two branches, fields, the σ̄ fast path and :meth:`EquiNO.physics_loss`.
+* Baselines on the same networks: :func:`data_loss` (supervised on FE coefficients) and
+  :func:`energy_loss` (deep-energy variant, ½ε:σ̂ as coded in the reference).
+* :func:`train_equino` (Adam, then full-batch L-BFGS), :func:`latin_hypercube`, :func:`relative_errors`.
+
+Conventions follow :mod:`neuropde.pde.elasticity`: Ē = (Ē_xx, Ē_yy, γ̄_xy) with engineering shear,
+strain/stress [xx, yy, xy] with tensor shear, integration point ``e·n_gp + q``; float64 throughout.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from neuropde.errors import UserError
+from neuropde.pde.elasticity import MATERIALS, LinearElastic, NonlinearElastic, RVESolver
+
+__all__ = ["PODBases", "EquiNO", "torch_stress", "data_loss", "energy_loss", "train_equino",
+           "latin_hypercube", "relative_errors", "project"]
+
+_F64 = torch.float64
+_TRACE = (1.0, 1.0, 0.0)  # trace direction m in [xx, yy, xy]
+_SHEAR_W = (1.0, 1.0, 2.0)  # tensor-shear inner product: ε:σ = Σ_c W_c ε_c σ_c
+_TO_TENSOR_SHEAR = (1.0, 1.0, 0.5)  # (Ē_xx, Ē_yy, γ̄) -> (Ē_xx, Ē_yy, γ̄/2)
+
+
+# --------------------------------------------------------------------------------------------------
+# POD bases
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class PODBases:
+    """POD bases of one RVE mesh (reference §2.2); every field is a float64 (or int64) tensor.
+
+    Attributes
+    ----------
+    phi_u : (2·n_nodes, r) fluctuation modes, flattened node-major ([u_x0, u_y0, u_x1, …]), orthonormal.
+    phi_eps : (n_ip, r, 3) strain modes B Φ_u (tensor shear).
+    phi_sigma : (n_ip, r, 3) stress modes, orthonormal as vectors of length 3·n_ip.
+    phi_sigma_bar : (r, 3) homogenised stress modes Σ_ip w_ip Φ_σ(ip) / |Ω|.
+    mean_u, std_u, mean_sigma, std_sigma : () scalar statistics over all entries of the snapshot
+        coefficients S Vᵀ[:r] (the reference's de-normalisation).
+    sv_u, sv_sigma : (N_s,) all singular values of the snapshot matrices.
+    w : (n_ip,) integration weights; phase_ip : (n_ip,) int64 phase ids.
+    nodes : (n_nodes, 2) coordinates; pinned : () int64 node whose fluctuation is fixed to 0.
+    """
+
+    phi_u: Tensor
+    phi_eps: Tensor
+    phi_sigma: Tensor
+    phi_sigma_bar: Tensor
+    mean_u: Tensor
+    std_u: Tensor
+    mean_sigma: Tensor
+    std_sigma: Tensor
+    sv_u: Tensor
+    sv_sigma: Tensor
+    w: Tensor
+    phase_ip: Tensor
+    nodes: Tensor
+    pinned: Tensor
+
+    @property
+    def rank(self) -> int:
+        return self.phi_u.shape[1]
+
+    @staticmethod
+    def _energy(sv: Tensor, r: int) -> float:
+        return float((sv[:r] ** 2).sum() / (sv ** 2).sum())
+
+    @property
+    def energy_u(self) -> float:
+        """Fraction Σ_{k<r} s_k² / Σ s_k² of the fluctuation snapshots' energy the basis keeps."""
+        return self._energy(self.sv_u, self.rank)
+
+    @property
+    def energy_sigma(self) -> float:
+        """Same fraction for the stress snapshots."""
+        return self._energy(self.sv_sigma, self.rank)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """{field name: tensor}, ready for ``register_buffer`` or ``torch.save(weights_only=True)``."""
+        return dict(asdict(self))
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Tensor]) -> "PODBases":
+        missing = [f.name for f in fields(cls) if f.name not in state]
+        if missing:
+            raise UserError(f"POD state is missing {missing}: save it with PODBases.state_dict()")
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
+    @classmethod
+    def from_snapshots(cls, solver: RVESolver, snapshots: dict, rank: int) -> "PODBases":
+        """Thin SVD (no mean subtraction) of FE snapshots from ``solver.solve_many``.
+
+        Parameters
+        ----------
+        solver : the RVESolver (mesh, B, w) that produced the snapshots; the bases are only valid on it.
+        snapshots : dict with ``u_fluct`` (N_s, n_nodes, 2) and ``sigma`` (N_s, n_ip, 3).
+        rank : r ≤ N_s modes kept per basis.
+        """
+        for key in ("u_fluct", "sigma"):
+            if key not in snapshots:
+                raise UserError(f"snapshots need {key!r}: pass the dict returned by RVESolver.solve_many")
+        u = np.asarray(snapshots["u_fluct"], dtype=np.float64)
+        sig = np.asarray(snapshots["sigma"], dtype=np.float64)
+        n_s, n_ip = len(u), len(solver.w)
+        if u.shape != (n_s, solver.mesh.n_nodes, 2) or sig.shape != (n_s, n_ip, 3):
+            raise UserError(f"snapshots do not match the solver's mesh ({solver.mesh.n_nodes} nodes, {n_ip} ips):"
+                            f" got u_fluct {u.shape}, sigma {sig.shape}; solve them with this solver")
+        rank = int(rank)
+        if not 1 <= rank <= n_s:
+            raise UserError(f"rank must be between 1 and the number of snapshots ({n_s}); got {rank}: "
+                            f"lower the rank or solve more snapshots")
+        Uu, Su, Vu = np.linalg.svd(u.reshape(n_s, -1).T, full_matrices=False)
+        Us, Ss, Vs = np.linalg.svd(sig.reshape(n_s, -1).T, full_matrices=False)
+        phi_u, phi_s = Uu[:, :rank], Us[:, :rank].reshape(n_ip, 3, rank).transpose(0, 2, 1)
+        a_u, a_s = Su[:rank, None] * Vu[:rank], Ss[:rank, None] * Vs[:rank]  # (r, N_s) coefficients
+        # Φ_ε = B Φ_u with the solver's own B operator: strain = Φ_ε b_u + TĒ is then exact kinematics
+        modes = phi_u.reshape(solver.mesh.n_nodes, 2, rank)[solver.mesh.elements]  # (n_el, nen, 2, r)
+        modes = modes.reshape(len(solver.mesh.elements), -1, rank)
+        phi_eps = np.einsum("eqia,ear->eqri", solver.B, modes).reshape(n_ip, rank, 3)
+        phi_bar = np.einsum("q,qrc->rc", solver.w, phi_s) / solver.w.sum()
+        t = lambda a, dtype=_F64: torch.tensor(np.asarray(a), dtype=dtype)  # noqa: E731  (a copy, 0-d stays 0-d)
+        return cls(t(phi_u), t(phi_eps), t(phi_s), t(phi_bar), t(a_u.mean()), t(a_u.std()), t(a_s.mean()),
+                   t(a_s.std()), t(Su), t(Ss), t(solver.w), t(solver.phase_ip, torch.int64),
+                   t(solver.mesh.nodes), t(solver.mesh.pinned, torch.int64))
+
+
+# --------------------------------------------------------------------------------------------------
+# constitutive law (torch, differentiable)
+# --------------------------------------------------------------------------------------------------
+def torch_stress(eps: Tensor, material) -> Tensor:
+    """σ̂(ε) of one phase, a torch mirror of ``material.stress`` (the numpy law has no autograd).
+
+    eps (..., 3) tensor shear -> σ (..., 3). ``material`` is a :class:`LinearElastic` or
+    :class:`NonlinearElastic` from :mod:`neuropde.pde.elasticity`; its parameters are read from it.
+    """
+    m = eps.new_tensor(_TRACE)
+    tr = eps[..., :1] + eps[..., 1:2]
+    dev = eps - tr / 3 * m  # ε^D = ε − (trE/3)[1,1,0], as in the solver
+    if isinstance(material, LinearElastic):
+        return material.K * tr * m + 2 * material.G * dev
+    if isinstance(material, NonlinearElastic):
+        s2 = (eps.new_tensor(_SHEAR_W) * dev ** 2).sum(-1, keepdim=True)
+        # the clamp keeps ∂s/∂ε finite at ε^D = 0 (e.g. Ē = 0), where sqrt's derivative is infinite
+        s = torch.sqrt(s2.clamp_min(torch.finfo(eps.dtype).tiny))
+        return material.K * tr * m + material.alpha / (material.beta + s) * dev
+    raise UserError(f"no torch law for {type(material).__name__}: use LinearElastic or NonlinearElastic "
+                    f"from neuropde.pde.elasticity for every phase")
+
+
+def _mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
+    dims = [n_in] + [width] * depth
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b, dtype=_F64), nn.SiLU()]
+    layers.append(nn.Linear(dims[-1], n_out, dtype=_F64))
+    for lin in layers[::2]:  # Keras defaults (Glorot uniform, zero bias), as the reference trains with
+        nn.init.xavier_uniform_(lin.weight)
+        nn.init.zeros_(lin.bias)
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------------
+class EquiNO(nn.Module):
+    """Displacement branch N_u and stress branch N_σ (3 → depth × width SiLU → r) over POD bases.
+
+    Parameters
+    ----------
+    bases : :class:`PODBases` (or its ``state_dict``); registered as float64 buffers.
+    materials : {phase id: LinearElastic | NonlinearElastic}; default the solver's ``MATERIALS``.
+    width, depth : hidden units and hidden layers per branch (reference: 64, 4 -> 27 552 parameters at r = 16).
+    strain_scale : the input is Ē / strain_scale; tie it to the half-width of the sampling box
+        (reference pitfall 7: 0.04 hard-coded there).
+    """
+
+    def __init__(self, bases: PODBases | dict, materials: dict | None = None, width: int = 64, depth: int = 4,
+                 strain_scale: float = 0.04):
+        super().__init__()
+        bases = bases if isinstance(bases, PODBases) else PODBases.from_state_dict(bases)
+        for name, value in bases.state_dict().items():
+            self.register_buffer(name, value.clone())
+        materials = MATERIALS if materials is None else materials
+        self.laws = {}
+        for pid in torch.unique(bases.phase_ip).tolist():
+            if pid not in materials:
+                raise UserError(f"no material for phase {pid}: pass materials={{{pid}: LinearElastic(...)}}")
+            self.laws[pid] = materials[pid]
+            torch_stress(torch.zeros(1, 3, dtype=_F64), materials[pid])  # fail now on an unsupported law
+        if not strain_scale > 0:
+            raise UserError(f"strain_scale must be positive (half-width of the strain box); got {strain_scale}")
+        self.strain_scale = float(strain_scale)
+        r = bases.rank
+        self.net_u, self.net_sigma = _mlp(3, width, depth, r), _mlp(3, width, depth, r)
+
+    def _input(self, E_bar) -> Tensor:
+        E = torch.as_tensor(E_bar, dtype=_F64, device=self.w.device)
+        if E.ndim != 2 or E.shape[1] != 3:
+            raise UserError(f"E_bar must have shape (N, 3) = (Ē_xx, Ē_yy, γ̄_xy) per row; got {tuple(E.shape)}")
+        return E
+
+    def coefficients(self, E_bar) -> tuple[Tensor, Tensor]:
+        """De-normalised POD coefficients (b_u, b_σ), each (N, r), for E_bar (N, 3)."""
+        x = self._input(E_bar) / self.strain_scale
+        return (self.net_u(x) * self.std_u + self.mean_u,
+                self.net_sigma(x) * self.std_sigma + self.mean_sigma)
+
+    def strain(self, E_bar, b_u: Tensor | None = None) -> Tensor:
+        """ε = Φ_ε b_u + TĒ at the integration points: (N, n_ip, 3), tensor shear."""
+        E = self._input(E_bar)
+        b_u = self.coefficients(E)[0] if b_u is None else b_u
+        return torch.einsum("nk,ikc->nic", b_u, self.phi_eps) + (E * E.new_tensor(_TO_TENSOR_SHEAR))[:, None]
+
+    def stress_law(self, eps: Tensor) -> Tensor:
+        """σ̂(ε) per phase at the integration points: eps (N, n_ip, 3) -> (N, n_ip, 3)."""
+        out = torch.zeros_like(eps)
+        for pid, material in self.laws.items():
+            out = torch.where((self.phase_ip == pid)[:, None], torch_stress(eps, material), out)
+        return out
+
+    def constitutive_stress(self, E_bar) -> Tensor:
+        """σ_c = σ̂(ε(b_u)) of the displacement branch: (N, n_ip, 3)."""
+        return self.stress_law(self.strain(E_bar))
+
+    def equilibrated_stress(self, E_bar) -> Tensor:
+        """σ_N = Φ_σ b_σ of the stress branch, in discrete equilibrium by construction: (N, n_ip, 3)."""
+        return torch.einsum("nk,ikc->nic", self.coefficients(E_bar)[1], self.phi_sigma)
+
+    def homogenized_stress(self, E_bar) -> Tensor:
+        """σ̄ = b_σ Φ̄_σ (N, 3): the FE² fast path, stress branch and an r×3 product only."""
+        x = self._input(E_bar) / self.strain_scale
+        return (self.net_sigma(x) * self.std_sigma + self.mean_sigma) @ self.phi_sigma_bar
+
+    def homogenized_tangent(self, E_bar) -> Tensor:
+        """C̄ = ∂σ̄/∂(Ē_xx, Ē_yy, γ̄) (N, 3, 3) by automatic differentiation of the fast path."""
+        E = self._input(E_bar)
+        f = lambda e: self.homogenized_stress(e[None])[0]  # noqa: E731
+        return torch.func.vmap(torch.func.jacrev(f))(E)
+
+    def displacement(self, E_bar, total: bool = False) -> Tensor:
+        """Fluctuation ũ = Φ_u b_u − ũ(pinned) (N, n_nodes, 2); ``total`` adds the affine part Ē·x."""
+        E = self._input(E_bar)
+        u = (self.coefficients(E)[0] @ self.phi_u.T).reshape(len(E), -1, 2)
+        u = u - u[:, self.pinned][:, None]  # rigid translation; a no-op up to round-off for FE modes
+        if total:
+            x, y = self.nodes[:, 0], self.nodes[:, 1]
+            Exx, Eyy, g = (E[:, i, None] for i in range(3))
+            u = u + torch.stack([Exx * x + 0.5 * g * y, Eyy * y + 0.5 * g * x], -1)
+        return u
+
+    def physics_loss(self, E_bar) -> Tensor:
+        """Label-free EquiNO loss: mean over strains, ips and components of (σ_c − σ_N)² (unweighted)."""
+        E = self._input(E_bar)
+        b_u, b_s = self.coefficients(E)
+        sig_c = self.stress_law(self.strain(E, b_u))
+        sig_n = torch.einsum("nk,ikc->nic", b_s, self.phi_sigma)
+        return ((sig_c - sig_n) ** 2).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# baselines
+# --------------------------------------------------------------------------------------------------
+def project(model: EquiNO, snapshots: dict) -> tuple[Tensor, Tensor]:
+    """FE snapshot coefficients (a_u, a_σ), each (N, r): orthogonal projections Φᵀ on the bases."""
+    dev = model.w.device
+    u = torch.as_tensor(np.asarray(snapshots["u_fluct"]), dtype=_F64, device=dev).flatten(1)
+    sig = torch.as_tensor(np.asarray(snapshots["sigma"]), dtype=_F64, device=dev)
+    return u @ model.phi_u, torch.einsum("nic,ikc->nk", sig, model.phi_sigma)
+
+
+def data_loss(model: EquiNO, E_bar, snapshots: dict) -> Tensor:
+    """Supervised baseline: MSE of both branches' normalised outputs against the FE coefficients.
+
+    The bases are orthonormal, so this is the (unweighted) L2 error of the projected fields in units
+    of the coefficient std. ``snapshots`` holds ``u_fluct`` (N, n_nodes, 2) and ``sigma`` (N, n_ip, 3)
+    for the rows of E_bar (N, 3).
+    """
+    E = model._input(E_bar)
+    if len(np.asarray(snapshots["sigma"])) != len(E):
+        raise UserError("data_loss needs one snapshot per row of E_bar: pass snapshots['E_bar'] as E_bar")
+    a_u, a_s = project(model, snapshots)
+    b_u, b_s = model.coefficients(E)
+    return (((b_u - a_u) / model.std_u) ** 2).mean() + (((b_s - a_s) / model.std_sigma) ** 2).mean()
+
+
+def energy_loss(model: EquiNO, E_bar, b_u: Tensor | None = None) -> Tensor:
+    """Deep-energy variant: mean over strains of Σ_ip ½ ε:σ̂(ε) w_ip of the displacement branch.
+
+    ½ε:σ̂ is the stored energy only for LINEAR elasticity (there its minimiser over span Φ_u is the
+    Galerkin solution). The matrix law of the reference is not hyperelastic in 2-D (ε^D = ε −
+    (trE/3)[1,1,0] makes its tangent non-symmetric), so no true potential exists and this coded
+    variant (reference §2.6) is then only a heuristic whose minimiser is not the FE equilibrium.
+    ``b_u`` (N, r) replaces the displacement branch's coefficients (to probe the functional itself).
+    """
+    eps = model.strain(E_bar, b_u)
+    sig = model.stress_law(eps)
+    psi = 0.5 * (eps * sig * eps.new_tensor(_SHEAR_W)).sum(-1)  # (N, n_ip)
+    return (psi @ model.w).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# training and metrics
+# --------------------------------------------------------------------------------------------------
+def latin_hypercube(n: int, seed: int = 0, bound: float = 0.04) -> np.ndarray:
+    """n macro strains (n, 3) by Latin hypercube in [−bound, bound]³ (engineering shear)."""
+    from scipy.stats import qmc
+
+    if int(n) < 1 or not bound > 0:
+        raise UserError(f"latin_hypercube needs n ≥ 1 and bound > 0; got n={n}, bound={bound}")
+    return (2 * qmc.LatinHypercube(d=3, rng=np.random.default_rng(seed)).random(int(n)) - 1) * bound
+
+
+def train_equino(model: EquiNO, strains, steps_adam: int = 1000, steps_lbfgs: int = 1000, loss: str = "physics",
+                 snapshots: dict | None = None, lr: float = 1e-3, batch_size: int | None = 10,
+                 seed: int = 24) -> dict:
+    """Adam on minibatches of ``strains``, then full-batch L-BFGS (reference §2.4).
+
+    Parameters
+    ----------
+    strains : (N, 3) collocation macro strains (for ``loss="data"``: the snapshots' ``E_bar``).
+    loss : "physics" (EquiNO, no labels), "data" (needs ``snapshots``) or "energy" (displacement branch only).
+    batch_size : Adam minibatch size (reference: 10); None = full batch.
+
+    Returns
+    -------
+    dict with ``loss_adam`` (per step) and ``loss_lbfgs`` (per closure evaluation, line-search
+    trials included), both lists of floats, and ``time_adam``/``time_lbfgs`` (s).
+    ``steps_lbfgs`` is L-BFGS's ``max_iter``; it stops earlier only when the loss stalls at round-off.
+    """
+    if loss not in ("physics", "data", "energy"):
+        raise UserError(f"unknown loss {loss!r}: use 'physics', 'data' or 'energy'")
+    if loss == "data" and snapshots is None:
+        raise UserError("loss='data' needs snapshots=solver.solve_many(strains) for the given strains")
+    E = model._input(strains)
+
+    def objective(idx: Tensor | None) -> Tensor:
+        e = E if idx is None else E[idx]
+        if loss == "physics":
+            return model.physics_loss(e)
+        if loss == "energy":
+            return energy_loss(model, e)
+        sub = snapshots if idx is None else {k: np.asarray(snapshots[k])[idx.cpu().numpy()]
+                                             for k in ("u_fluct", "sigma")}
+        return data_loss(model, e, sub)
+
+    # the energy variant never uses the stress branch; leaving it out keeps L-BFGS's history clean
+    params = list(model.net_u.parameters()) if loss == "energy" else list(model.parameters())
+    gen = torch.Generator().manual_seed(seed)
+    hist = {"loss_adam": [], "loss_lbfgs": []}
+    t0 = time.perf_counter()
+    if steps_adam > 0:
+        opt = torch.optim.Adam(params, lr=lr)
+        for _ in range(int(steps_adam)):
+            idx = None if batch_size is None or batch_size >= len(E) else \
+                torch.randperm(len(E), generator=gen)[:batch_size].to(E.device)
+            opt.zero_grad()
+            value = objective(idx)
+            value.backward()
+            opt.step()
+            hist["loss_adam"].append(value.item())
+    hist["time_adam"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if steps_lbfgs > 0:
+        eps = torch.finfo(_F64).eps  # reference: tolerance = machine epsilon, so the step budget decides
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=int(steps_lbfgs), history_size=50,
+                                line_search_fn="strong_wolfe", tolerance_grad=eps, tolerance_change=eps)
+
+        def closure():
+            opt.zero_grad()
+            value = objective(None)
+            value.backward()
+            hist["loss_lbfgs"].append(value.item())
+            return value
+
+        opt.step(closure)
+    hist["time_lbfgs"] = time.perf_counter() - t0
+    return hist
+
+
+def relative_errors(pred, ref, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample relative L2 over space, per component, and its median over samples.
+
+    Parameters
+    ----------
+    pred, ref : (N, n_points, C) fields, e.g. stresses (N, n_ip, 3) -> (σxx, σyy, σxy).
+    weights : optional (n_points,) quadrature weights; default unweighted (the reference's metric).
+
+    Returns
+    -------
+    (per_sample (N, C), median (C,)), both numpy float64, as fractions (not percent).
+    """
+    p = torch.as_tensor(pred).detach().cpu().double().numpy()
+    r = torch.as_tensor(ref).detach().cpu().double().numpy()
+    if p.shape != r.shape or p.ndim != 3:
+        raise UserError(f"pred and ref must both have shape (N, n_points, C); got {p.shape} and {r.shape}")
+    w = np.ones(p.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64)
+    num = np.sqrt(np.einsum("p,npc->nc", w, (p - r) ** 2))
+    den = np.sqrt(np.einsum("p,npc->nc", w, r ** 2))
+    per = num / np.where(den > 0, den, 1.0)
+    return per, np.median(per, axis=0)
