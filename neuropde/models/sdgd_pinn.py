@@ -48,14 +48,18 @@ class BallPINN(nn.Module):
     width : hidden width (the reference: 128).
     depth : hidden layers (the reference: 3, i.e. d → 128 → 128 → 128 → 1).
     activation : ``tanh`` (the reference) or ``sin``; smooth, as second derivatives enter the loss.
+    input_scale : the network sees ``input_scale·x``; ``"sqrt_dim"`` gives √d, which makes the
+        coordinates of a point of radius ~1 of order one (1.0: the reference's raw coordinates).
     """
 
-    def __init__(self, dim: int, width: int = 128, depth: int = 3, activation: str = "tanh"):
+    def __init__(self, dim: int, width: int = 128, depth: int = 3, activation: str = "tanh",
+                 input_scale: float | str = 1.0):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise UserError(f"model.net.activation={activation}: choose one of {', '.join(_ACTIVATIONS)}")
         act = nn.Tanh if activation == "tanh" else _Sin
         self.dim = int(dim)
+        self.input_scale = float(self.dim ** 0.5 if input_scale == "sqrt_dim" else input_scale)
         self.lift = nn.Linear(self.dim, width)
         layers: list[nn.Module] = []
         for _ in range(depth - 1):
@@ -69,7 +73,7 @@ class BallPINN(nn.Module):
         return self.rest(h).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (1 - (x * x).sum(-1)) * self.rest(self.lift(x)).squeeze(-1)
+        return (1 - (x * x).sum(-1)) * self.rest(self.lift(self.input_scale * x)).squeeze(-1)
 
     def _m_derivatives(self, h: torch.Tensor, directions: torch.Tensor):
         """m, its first and second derivative along each direction of h: h (n, width),
@@ -84,8 +88,8 @@ class BallPINN(nn.Module):
 
     def second_derivatives(self, x: torch.Tensor, dims: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """∂²u/∂x_i² at every point for every i in ``dims``: x (n, d), dims (k,) long -> (n, k)."""
-        h = self.lift(x) if h is None else h
-        w = self.lift.weight[:, dims].T                       # (k, width): how h moves along e_i
+        h = self.lift(self.input_scale * x) if h is None else h
+        w = self.input_scale * self.lift.weight[:, dims].T     # (k, width): how h moves along e_i
         m, m_i, m_ii = self._m_derivatives(h, w)
         s = 1 - (x * x).sum(-1, keepdim=True)
         return s * m_ii - 4 * x[:, dims] * m_i - 2 * m
@@ -97,7 +101,7 @@ class BallPINN(nn.Module):
         ``chunk`` bounds the directions evaluated at once; with gradients on, each chunk is
         recomputed in the backward pass (activation checkpointing), so memory stays O(n·chunk·width).
         """
-        h = self.lift(x)
+        h = self.lift(self.input_scale * x)
         u = (1 - (x * x).sum(-1)) * self._mlp_of_hidden(h)
         dims = torch.arange(self.dim, device=x.device) if dims is None else dims
         chunk = int(chunk) if chunk else dims.numel()
@@ -129,7 +133,7 @@ def residual_loss(net: BallPINN, problem, x: torch.Tensor, estimator: str = "unb
     ----------
     net : the PINN; problem : a :class:`~neuropde.pde.highdim.BallProblem` of the same dimension.
     x : collocation points (n, d).
-    estimator : ``full``, ``biased`` or ``unbiased`` (module docstring).
+    estimator : ``full``, ``biased`` or ``unbiased`` (module docstring); B ≥ d is the exact loss.
     batch_dims : B, the dimensions sampled per index set.
     generator : draws the index sets (seeded per step, so a closure re-evaluation draws the same).
 
@@ -146,14 +150,14 @@ def residual_loss(net: BallPINN, problem, x: torch.Tensor, estimator: str = "unb
     if B < 1:
         raise UserError(f"model.task.batch_dims={B}: sample at least one dimension per step")
     g = problem.forcing(x)
-    if estimator == "full":
+    if estimator == "full" or B == d:   # every dimension sampled: the exact Laplacian, computed once
         u, lap = net.laplacian(x, None, chunk)
         R = problem.residual(lap, u, g)
         return (R * R).mean(), (R * R).mean().detach()
     # I (and J) in one vectorised call; their sums rescaled by d/B estimate Δu
     sets = 1 if estimator == "biased" else 2
     dims = torch.cat([sample_dims(d, B, generator, x.device) for _ in range(sets)])
-    h = net.lift(x)
+    h = net.lift(net.input_scale * x)
     u = (1 - (x * x).sum(-1)) * net._mlp_of_hidden(h)
     laps = net.second_derivatives(x, dims, h).view(x.shape[0], sets, B).sum(-1) * (d / B)   # (n, sets)
     R_I = problem.residual(laps[:, 0], u, g)
