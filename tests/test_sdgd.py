@@ -126,3 +126,12 @@ def test_predict_reproduces_the_test_error_and_refuses_another_dimension(data_ro
     assert (tmp_path / "pred" / "predictions.h5").exists() and list((tmp_path / "pred" / "plots").glob("*.png"))
     with pytest.raises(UserError, match="data.dim=10"):
         predict(compose("predict", [f"ckpt={ckpt}", "+data.dim=20", f"run_dir={tmp_path / 'pred2'}"]))
+
+
+def test_trains_in_float64(data_root, tmp_path):
+    from neuropde.run import train
+    from tests.conftest import compose
+
+    metrics = train(compose("train", ["experiment=sdgd_pinn_tiny", "trainer.precision=64-true", "logger=none",
+                                      "trainer.max_epochs=1", f"run_dir={tmp_path}"]))
+    assert metrics["test/rel_l2"] == metrics["test/rel_l2"]

@@ -73,7 +73,8 @@ class SDGDTask(BaseTask):
 
     def training_step(self, batch, batch_idx):
         g = step_generator(self.seed, self.global_step, self.device)
-        x = sample_ball(self.collocation, self.problem.dim, self.sampler, g, device=self.device)
+        x = sample_ball(self.collocation, self.problem.dim, self.sampler, g, device=self.device,
+                        dtype=self.net.lift.weight.dtype)   # float64 under trainer.precision=64-true
         loss, mse = residual_loss(self.net, self.problem, x, self.estimator, self.batch_dims, g, self.dim_chunk)
         self.check_finite(loss)
         # the surrogate's value means nothing for `unbiased`: log the residual MSE estimate instead
@@ -134,7 +135,7 @@ class SDGDTask(BaseTask):
         as (1, 1, n, n) images for the validation plot."""
         x = sphere_chart(self.problem.dim, self.median_radius(), n).reshape(-1, self.problem.dim)
         exact = self.problem.exact(x).float().reshape(1, 1, n, n)
-        pred = self.net(x.to(self.device, torch.float32)).float().cpu().reshape(1, 1, n, n)
+        pred = self.net(x.to(self.device, self.net.lift.weight.dtype)).float().cpu().reshape(1, 1, n, n)
         return exact, pred
 
 
