@@ -96,22 +96,32 @@ def check_compatible(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig, progress: bool = True):
-    """The data set's Lightning data module: trajectories from the HDF5 store, or collocation
-    points drawn on the fly (``spec.kind: highdim``)."""
+    """The data set's Lightning data module: trajectories from the HDF5 store, collocation points
+    drawn on the fly (``spec.kind: highdim``) or FE snapshots of an RVE (``spec.kind: rve``)."""
     if cfg.data.spec.kind == "highdim":
         from neuropde.data.collocation import CollocationDataModule
 
         return CollocationDataModule(to_dict(cfg.data), seed=int(cfg.get("seed", 0)))
+    if cfg.data.spec.kind == "rve":
+        from neuropde.data.rve import RVEDataModule
+
+        return RVEDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
     return TrajectoryDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
 
 
 def build_task(cfg: DictConfig, stats: dict | None):
     """Instantiate the network and its task from the (resolved) config."""
-    net = instantiate(cfg.model.net, _convert_="all")
-    task = instantiate(cfg.model.task, net=net, optimizer=to_dict(cfg.optimizer),
-                       scheduler=to_dict(cfg.scheduler) if cfg.get("scheduler") else None,
-                       stats=stats, _convert_="all", _recursive_=False)
-    return task
+    from hydra.errors import InstantiationException
+
+    try:
+        net = instantiate(cfg.model.net, _convert_="all")
+        return instantiate(cfg.model.task, net=net, optimizer=to_dict(cfg.optimizer),
+                           scheduler=to_dict(cfg.scheduler) if cfg.get("scheduler") else None,
+                           stats=stats, _convert_="all", _recursive_=False)
+    except InstantiationException as err:  # Hydra wraps our messages: show the user the message itself
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise
 
 
 def write_config(cfg: DictConfig, directory: Path) -> None:
@@ -257,6 +267,10 @@ def predict(cfg: DictConfig) -> dict:
         from neuropde.tasks.dcdm import predict_dcdm
 
         return predict_dcdm(cfg, pcfg, task, out)
+    if pcfg.model.family == "equino":
+        from neuropde.tasks.equino import predict_equino
+
+        return predict_equino(cfg, pcfg, task, dm, out, split)
     if pcfg.model.family == "sdgd_pinn":
         from neuropde.tasks.pinn import predict_pinn
 

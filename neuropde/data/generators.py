@@ -190,6 +190,37 @@ def darcy(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, 
     return make_shard
 
 
+def rve_solver(data_cfg: dict):
+    """The FE solver of an ``equation: rve`` data set: its mesh is ``resolution`` elements per side."""
+    from neuropde.pde.elasticity import RVESolver, make_rve
+
+    g = data_cfg["generator"]
+    return RVESolver(make_rve(str(g["geometry"]), int(data_cfg["resolution"]), str(g.get("element", "quad8"))))
+
+
+def rve(data_cfg: dict, split: str) -> Callable[[int, int], dict]:
+    """FE snapshots of a periodic RVE (:mod:`neuropde.pde.elasticity`) under macro strains.
+
+    The split's macro strains are one Latin hypercube in [−bound, bound]³ seeded by (seed, split),
+    so sample i is the same whatever the shard size. Each shard is a dict of float64 arrays:
+    ``E_bar`` (n, 3), ``sigma_bar`` (n, 3), ``C_bar`` (n, 3, 3), ``u_fluct`` (n, n_nodes, 2),
+    ``eps`` and ``sigma`` (n, n_ip, 3), ``iterations`` (n,).
+    """
+    from neuropde.pde.elasticity import latin_hypercube
+
+    g = data_cfg["generator"]
+    solver = rve_solver(data_cfg)  # fail on a bad geometry before any work is done
+    strains = latin_hypercube(int(data_cfg["samples"][split]), seed=sample_seed(int(data_cfg["seed"]), split, 0),
+                              bound=float(g["strain_bound"]))
+
+    def make_shard(start: int, stop: int) -> dict:
+        out = solver.solve_many(strains[start:stop], with_tangent=True, tol=float(g.get("tol", 1e-10)))
+        out.pop("u")  # affine part + fluctuation: recomputed from E_bar when needed
+        return out
+
+    return make_shard
+
+
 def _fourier_downsample_1d(traj: torch.Tensor, resolution: int) -> torch.Tensor:
     """(..., n) -> (..., r): point values when r divides n, else Fourier resampling."""
     n = traj.shape[-1]
@@ -281,6 +312,6 @@ def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.nd
     return make_shard
 
 
-GENERATORS = {"navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
+GENERATORS = {"rve": rve, "navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
               "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries,
               "poisson_ritz": poisson_ritz}

@@ -4,8 +4,10 @@ Layout of one data set (``root/<dir>/``)::
 
     manifest.json          generator config, per-file sha256, package version
     train.h5 val.h5 test.h5
-        fields  (samples, time, *space) float32
+        fields  (samples, time, *space) float32      trajectory data sets
         times   (time,)
+        -- or, for generators that return named arrays (FE snapshots: ``E_bar``, ``sigma``, …) --
+        <name>  (samples, ...) in the generator's dtype (float64 stays float64)
         attrs   every generator parameter
     .shards_<split>/       only while a split is being generated (resumable)
 
@@ -54,6 +56,12 @@ def atomic_write_json(path: Path, obj) -> None:
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def _save_npz_atomic(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
@@ -115,14 +123,16 @@ class DataStore:
         split: str,
         n_samples: int,
         shard_size: int,
-        make_shard: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+        make_shard: Callable[[int, int], tuple[np.ndarray, np.ndarray] | dict[str, np.ndarray]],
         attrs: dict,
         progress: bool = True,
     ) -> Path:
         """Generate ``split`` shard by shard, then assemble ``<split>.h5`` atomically.
 
-        ``make_shard(start, stop)`` returns ``(fields (stop-start, time, *space), times (time,))``
-        for samples ``start..stop-1``; each sample must depend only on its own index.
+        ``make_shard(start, stop)`` returns either ``(fields (stop-start, time, *space), times (time,))``
+        (trajectories, stored as float32 ``fields`` and ``times``) or a dict of named arrays, each
+        ``(stop-start, ...)``, stored under their names in their own dtype. Each sample must depend
+        only on its own index.
         """
         from tqdm.auto import tqdm
 
@@ -132,32 +142,47 @@ class DataStore:
         shard_dir.mkdir(exist_ok=True)
         (shard_dir / "config_hash").write_text(self.hash)
         starts = list(range(0, n_samples, shard_size))
-        done = sum((shard_dir / f"{s:08d}.npy").exists() for s in starts)
+
+        def shard_file(start: int) -> Path | None:
+            found = [p for p in (shard_dir / f"{start:08d}.npy", shard_dir / f"{start:08d}.npz") if p.exists()]
+            return found[0] if found else None
+
+        done = sum(shard_file(s) is not None for s in starts)
         if done:
             log.info("resuming %s/%s: %d of %d shards already done", self.dir, split, done, len(starts))
-        bar = tqdm(total=n_samples, desc=f"generate {self.dir.name}/{split}", unit="traj",
+        bar = tqdm(total=n_samples, desc=f"generate {self.dir.name}/{split}", unit="sample",
                    disable=not progress, initial=min(done * shard_size, n_samples))
-        times = None
         for start in starts:
             stop = min(start + shard_size, n_samples)
-            shard = shard_dir / f"{start:08d}.npy"
-            if not shard.exists():
-                fields, times = make_shard(start, stop)
-                _save_npy_atomic(shard, np.asarray(fields, dtype=np.float32))
-                _save_npy_atomic(shard_dir / "times.npy", np.asarray(times))
+            if shard_file(start) is None:
+                out = make_shard(start, stop)
+                if isinstance(out, dict):
+                    _save_npz_atomic(shard_dir / f"{start:08d}.npz", {k: np.asarray(v) for k, v in out.items()})
+                else:
+                    fields, times = out
+                    _save_npy_atomic(shard_dir / f"{start:08d}.npy", np.asarray(fields, dtype=np.float32))
+                    _save_npy_atomic(shard_dir / "times.npy", np.asarray(times))
                 bar.update(stop - start)
         bar.close()
-        times = np.load(shard_dir / "times.npy")
-        first = np.load(shard_dir / f"{starts[0]:08d}.npy", mmap_mode="r")
 
         tmp = self.path(split).with_suffix(".h5.tmp")
         with h5py.File(tmp, "w") as f:
-            dset = f.create_dataset("fields", shape=(n_samples,) + first.shape[1:], dtype="float32",
-                                    chunks=(1,) + first.shape[1:])
-            for start in starts:
-                block = np.load(shard_dir / f"{start:08d}.npy")
-                dset[start:start + len(block)] = block
-            f.create_dataset("times", data=times)
+            if shard_file(starts[0]).suffix == ".npz":
+                with np.load(shard_file(starts[0])) as first:
+                    for key in first.files:
+                        f.create_dataset(key, shape=(n_samples,) + first[key].shape[1:], dtype=first[key].dtype)
+                for start in starts:
+                    with np.load(shard_file(start)) as block:
+                        for key in block.files:
+                            f[key][start:start + len(block[key])] = block[key]
+            else:
+                first = np.load(shard_file(starts[0]), mmap_mode="r")
+                dset = f.create_dataset("fields", shape=(n_samples,) + first.shape[1:], dtype="float32",
+                                        chunks=(1,) + first.shape[1:])
+                for start in starts:
+                    block = np.load(shard_file(start))
+                    dset[start:start + len(block)] = block
+                f.create_dataset("times", data=np.load(shard_dir / "times.npy"))
             for key, value in _flatten(attrs).items():
                 f.attrs[key] = value
             f.attrs["split"] = split
@@ -182,6 +207,14 @@ class DataStore:
         try:
             with h5py.File(self.path(split), "r") as f:
                 return f["fields"][...], f["times"][...], dict(f.attrs)
+        except OSError as err:
+            raise RuntimeError(f"cannot read {self.path(split)} ({err}); delete it to regenerate") from err
+
+    def read_arrays(self, split: str) -> dict[str, np.ndarray]:
+        """Every named array of a complete split (data sets whose generator returns a dict)."""
+        try:
+            with h5py.File(self.path(split), "r") as f:
+                return {k: f[k][...] for k in f.keys()}
         except OSError as err:
             raise RuntimeError(f"cannot read {self.path(split)} ({err}); delete it to regenerate") from err
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from neuropde.errors import UserError
-from neuropde.pde.elasticity import MATERIALS, LinearElastic, NonlinearElastic, RVESolver
+from neuropde.pde.elasticity import MATERIALS, LinearElastic, NonlinearElastic, RVESolver, latin_hypercube
 
 __all__ = ["PODBases", "EquiNO", "torch_stress", "data_loss", "energy_loss", "train_equino",
            "latin_hypercube", "relative_errors", "project"]
@@ -104,6 +104,17 @@ class PODBases:
         return cls(**{f.name: state[f.name] for f in fields(cls)})
 
     @classmethod
+    def placeholder(cls, solver: RVESolver, rank: int) -> "PODBases":
+        """Zero modes of the right shapes for ``solver``'s mesh: a network to load a checkpoint into,
+        or to be given bases by :meth:`EquiNO.set_bases` once the FE snapshots are at hand."""
+        n_ip, n_nodes, r = len(solver.w), solver.mesh.n_nodes, int(rank)
+        z = lambda *shape: torch.zeros(shape, dtype=_F64)  # noqa: E731
+        one = torch.ones((), dtype=_F64)
+        return cls(z(2 * n_nodes, r), z(n_ip, r, 3), z(n_ip, r, 3), z(r, 3), z(), one, z(), one.clone(), z(r),
+                   z(r), torch.tensor(solver.w), torch.tensor(solver.phase_ip), torch.tensor(solver.mesh.nodes),
+                   torch.tensor(solver.mesh.pinned))
+
+    @classmethod
     def from_snapshots(cls, solver: RVESolver, snapshots: dict, rank: int) -> "PODBases":
         """Thin SVD (no mean subtraction) of FE snapshots from ``solver.solve_many``.
 
@@ -144,24 +155,30 @@ class PODBases:
 # --------------------------------------------------------------------------------------------------
 # constitutive law (torch, differentiable)
 # --------------------------------------------------------------------------------------------------
+def _law(exx: Tensor, eyy: Tensor, exy: Tensor, material) -> tuple[Tensor, Tensor, Tensor]:
+    """σ̂ of one phase component by component (tensor shear): contiguous slabs, no reductions over a
+    trailing dimension of 3, which on a CPU cost more than the arithmetic."""
+    tr = exx + eyy
+    dxx, dyy = exx - tr / 3, eyy - tr / 3  # ε^D = ε − (trE/3)[1,1,0], as in the solver; ε^D_xy = ε_xy
+    if isinstance(material, LinearElastic):
+        g, p = 2 * material.G, material.K * tr
+    elif isinstance(material, NonlinearElastic):
+        s2 = dxx * dxx + dyy * dyy + 2 * exy * exy
+        # the clamp keeps ∂s/∂ε finite at ε^D = 0 (e.g. Ē = 0), where sqrt's derivative is infinite
+        g, p = material.alpha / (material.beta + torch.sqrt(s2.clamp_min(torch.finfo(exx.dtype).tiny))), material.K * tr
+    else:
+        raise UserError(f"no torch law for {type(material).__name__}: use LinearElastic or NonlinearElastic "
+                        f"from neuropde.pde.elasticity for every phase")
+    return p + g * dxx, p + g * dyy, g * exy
+
+
 def torch_stress(eps: Tensor, material) -> Tensor:
     """σ̂(ε) of one phase, a torch mirror of ``material.stress`` (the numpy law has no autograd).
 
     eps (..., 3) tensor shear -> σ (..., 3). ``material`` is a :class:`LinearElastic` or
     :class:`NonlinearElastic` from :mod:`neuropde.pde.elasticity`; its parameters are read from it.
     """
-    m = eps.new_tensor(_TRACE)
-    tr = eps[..., :1] + eps[..., 1:2]
-    dev = eps - tr / 3 * m  # ε^D = ε − (trE/3)[1,1,0], as in the solver
-    if isinstance(material, LinearElastic):
-        return material.K * tr * m + 2 * material.G * dev
-    if isinstance(material, NonlinearElastic):
-        s2 = (eps.new_tensor(_SHEAR_W) * dev ** 2).sum(-1, keepdim=True)
-        # the clamp keeps ∂s/∂ε finite at ε^D = 0 (e.g. Ē = 0), where sqrt's derivative is infinite
-        s = torch.sqrt(s2.clamp_min(torch.finfo(eps.dtype).tiny))
-        return material.K * tr * m + material.alpha / (material.beta + s) * dev
-    raise UserError(f"no torch law for {type(material).__name__}: use LinearElastic or NonlinearElastic "
-                    f"from neuropde.pde.elasticity for every phase")
+    return torch.stack(_law(*eps.unbind(-1), material), -1)
 
 
 def _mlp(n_in: int, width: int, depth: int, n_out: int) -> nn.Sequential:
@@ -207,8 +224,38 @@ class EquiNO(nn.Module):
         if not strain_scale > 0:
             raise UserError(f"strain_scale must be positive (half-width of the strain box); got {strain_scale}")
         self.strain_scale = float(strain_scale)
+        self.register_buffer("fitted", torch.tensor(True))  # False until a placeholder gets real bases
         r = bases.rank
         self.net_u, self.net_sigma = _mlp(3, width, depth, r), _mlp(3, width, depth, r)
+
+    @classmethod
+    def for_mesh(cls, geometry: str, resolution: int, element: str = "quad8", rank: int = 16, width: int = 64,
+                 depth: int = 4, strain_scale: float = 0.04) -> "EquiNO":
+        """An EquiNO for the structured RVE ``make_rve(geometry, resolution, element)`` with placeholder
+        (zero) bases: the training task fits them from the data's FE snapshots, a checkpoint restores them.
+        ``sv_u``/``sv_sigma`` keep r entries here (all N_s once fitted)."""
+        from neuropde.pde.elasticity import make_rve
+
+        model = cls(PODBases.placeholder(RVESolver(make_rve(geometry, int(resolution), element)), rank),
+                    width=width, depth=depth, strain_scale=strain_scale)
+        model.fitted.fill_(False)
+        return model
+
+    def set_bases(self, bases: PODBases) -> None:
+        """Replace the POD bases (same mesh and rank; singular-value vectors may change length)."""
+        if bases.rank != self.phi_u.shape[1] or bases.phi_sigma.shape != self.phi_sigma.shape:
+            raise UserError(f"bases of rank {bases.rank} on {bases.phi_sigma.shape[0]} ips do not fit this network "
+                            f"(rank {self.phi_u.shape[1]}, {self.phi_sigma.shape[0]} ips): build a new EquiNO")
+        for name, value in bases.state_dict().items():
+            setattr(self, name, value.to(getattr(self, name).device).clone())
+        self.fitted.fill_(True)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the singular-value vectors have N_s entries once fitted: take the checkpoint's length
+        for name in ("sv_u", "sv_sigma"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _input(self, E_bar) -> Tensor:
         E = torch.as_tensor(E_bar, dtype=_F64, device=self.w.device)
@@ -222,18 +269,33 @@ class EquiNO(nn.Module):
         return (self.net_u(x) * self.std_u + self.mean_u,
                 self.net_sigma(x) * self.std_sigma + self.mean_sigma)
 
+    # Fields are computed component-major, (N, 3, n_ip), where every component is a contiguous slab:
+    # the physics loss then runs ~3x faster on a CPU than on the (N, n_ip, 3) layout of the API.
+    @staticmethod
+    def _modes_cm(phi: Tensor) -> Tensor:
+        """(n_ip, r, 3) modes -> (r, 3·n_ip), component-major."""
+        return phi.permute(1, 2, 0).reshape(phi.shape[1], -1)
+
+    def _strain_cm(self, E: Tensor, b_u: Tensor) -> Tensor:
+        eps = (b_u @ self._modes_cm(self.phi_eps)).view(len(E), 3, -1)
+        return eps + (E * E.new_tensor(_TO_TENSOR_SHEAR))[:, :, None]
+
+    def _stress_law_cm(self, eps: Tensor) -> Tensor:
+        out = torch.empty_like(eps)
+        for pid, material in self.laws.items():  # each law on its own points only
+            idx = torch.nonzero(self.phase_ip == pid).squeeze(1)
+            out = out.index_copy(2, idx, torch.stack(_law(*eps.index_select(2, idx).unbind(1), material), 1))
+        return out
+
     def strain(self, E_bar, b_u: Tensor | None = None) -> Tensor:
         """ε = Φ_ε b_u + TĒ at the integration points: (N, n_ip, 3), tensor shear."""
         E = self._input(E_bar)
         b_u = self.coefficients(E)[0] if b_u is None else b_u
-        return torch.einsum("nk,ikc->nic", b_u, self.phi_eps) + (E * E.new_tensor(_TO_TENSOR_SHEAR))[:, None]
+        return self._strain_cm(E, b_u).transpose(1, 2)
 
     def stress_law(self, eps: Tensor) -> Tensor:
         """σ̂(ε) per phase at the integration points: eps (N, n_ip, 3) -> (N, n_ip, 3)."""
-        out = torch.zeros_like(eps)
-        for pid, material in self.laws.items():
-            out = torch.where((self.phase_ip == pid)[:, None], torch_stress(eps, material), out)
-        return out
+        return self._stress_law_cm(eps.transpose(1, 2)).transpose(1, 2)
 
     def constitutive_stress(self, E_bar) -> Tensor:
         """σ_c = σ̂(ε(b_u)) of the displacement branch: (N, n_ip, 3)."""
@@ -241,7 +303,8 @@ class EquiNO(nn.Module):
 
     def equilibrated_stress(self, E_bar) -> Tensor:
         """σ_N = Φ_σ b_σ of the stress branch, in discrete equilibrium by construction: (N, n_ip, 3)."""
-        return torch.einsum("nk,ikc->nic", self.coefficients(E_bar)[1], self.phi_sigma)
+        b_s = self.coefficients(E_bar)[1]
+        return (b_s @ self._modes_cm(self.phi_sigma)).view(len(b_s), 3, -1).transpose(1, 2)
 
     def homogenized_stress(self, E_bar) -> Tensor:
         """σ̄ = b_σ Φ̄_σ (N, 3): the FE² fast path, stress branch and an r×3 product only."""
@@ -269,8 +332,8 @@ class EquiNO(nn.Module):
         """Label-free EquiNO loss: mean over strains, ips and components of (σ_c − σ_N)² (unweighted)."""
         E = self._input(E_bar)
         b_u, b_s = self.coefficients(E)
-        sig_c = self.stress_law(self.strain(E, b_u))
-        sig_n = torch.einsum("nk,ikc->nic", b_s, self.phi_sigma)
+        sig_c = self._stress_law_cm(self._strain_cm(E, b_u))
+        sig_n = (b_s @ self._modes_cm(self.phi_sigma)).view(len(E), 3, -1)
         return ((sig_c - sig_n) ** 2).mean()
 
 
@@ -318,15 +381,6 @@ def energy_loss(model: EquiNO, E_bar, b_u: Tensor | None = None) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 # training and metrics
 # --------------------------------------------------------------------------------------------------
-def latin_hypercube(n: int, seed: int = 0, bound: float = 0.04) -> np.ndarray:
-    """n macro strains (n, 3) by Latin hypercube in [−bound, bound]³ (engineering shear)."""
-    from scipy.stats import qmc
-
-    if int(n) < 1 or not bound > 0:
-        raise UserError(f"latin_hypercube needs n ≥ 1 and bound > 0; got n={n}, bound={bound}")
-    return (2 * qmc.LatinHypercube(d=3, rng=np.random.default_rng(seed)).random(int(n)) - 1) * bound
-
-
 def train_equino(model: EquiNO, strains, steps_adam: int = 1000, steps_lbfgs: int = 1000, loss: str = "physics",
                  snapshots: dict | None = None, lr: float = 1e-3, batch_size: int | None = 10,
                  seed: int = 24) -> dict:

@@ -446,3 +446,34 @@ class RVESolver:
         if with_tangent:
             out["C_bar"] = np.stack([self.homogenized_tangent(r) for r in res])
         return out
+
+
+def latin_hypercube(n: int, seed: int = 0, bound: float = 0.04) -> np.ndarray:
+    """n macro strains (n, 3) by Latin hypercube in [−bound, bound]³ (engineering shear)."""
+    from scipy.stats import qmc
+
+    if int(n) < 1 or not bound > 0:
+        raise UserError(f"latin_hypercube needs n ≥ 1 and bound > 0; got n={n}, bound={bound}")
+    return (2 * qmc.LatinHypercube(d=3, rng=np.random.default_rng(seed)).random(int(n)) - 1) * bound
+
+
+def ip_image(values, n_nodes: int):
+    """Integration-point values of a structured :func:`make_rve` mesh as images (for plots).
+
+    values : (N, n_ip, C) on a mesh of n×n elements with g×g Gauss points each (quad8: g = 3 and
+    3n²+4n+1 nodes; quad4: g = 2 and (n+1)² nodes), ``n_nodes`` telling them apart
+    -> (N, C, n·g, n·g) tensor, indexed [x, y] like the fields of :mod:`neuropde.callbacks.plots`.
+    """
+    import torch
+
+    values = torch.as_tensor(values)
+    N, n_ip, C = values.shape
+    for g in (3, 2):
+        n = int(round((n_ip / g ** 2) ** 0.5))
+        if n * n * g * g == n_ip and n_nodes == (3 * n * n + 4 * n + 1 if g == 3 else (n + 1) ** 2):
+            break
+    else:
+        raise UserError(f"{n_ip} integration points and {n_nodes} nodes are not a structured quad8/quad4 RVE")
+    # ip = (e_y·n + e_x)·g² + q_y·g + q_x: elements row by row, Gauss points x fastest
+    v = values.reshape(N, n, n, g, g, C)  # [N, e_y, e_x, q_y, q_x, C]
+    return v.permute(0, 5, 2, 4, 1, 3).reshape(N, C, n * g, n * g)
