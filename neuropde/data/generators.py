@@ -280,9 +280,23 @@ def _kdv_initial(g, n, generator):
     return kdv_initial_condition(1, n, float(g["L"]), generator=generator)
 
 
-# Kuramoto–Sivashinsky and Korteweg–de Vries trajectories (ETDRK4, float64), stored as float32.
+def _burgers_solver(g, n, device):
+    from neuropde.pde.burgers import Burgers1D
+
+    return Burgers1D(n, L=float(g["L"]), nu=float(g["nu"]), dtype=torch.float64, device=device)
+
+
+def _burgers_initial(g, n, generator):
+    from neuropde.pde.burgers import burgers_initial_condition
+
+    return burgers_initial_condition(1, n, float(g["L"]), generator=generator, k_max=int(g["k_max"]),
+                                     amplitude=float(g["amplitude"]))
+
+
+# Kuramoto–Sivashinsky, Korteweg–de Vries and viscous Burgers trajectories (ETDRK4, float64), stored as float32.
 kuramoto_sivashinsky = _semilinear_1d(_ks_solver, _ks_initial)
 korteweg_de_vries = _semilinear_1d(_kdv_solver, _kdv_initial)
+burgers = _semilinear_1d(_burgers_solver, _burgers_initial)
 
 
 def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
@@ -314,4 +328,4 @@ def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.nd
 
 GENERATORS = {"rve": rve, "navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
               "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries,
-              "poisson_ritz": poisson_ritz}
+              "poisson_ritz": poisson_ritz, "burgers": burgers}
