@@ -102,6 +102,11 @@ def build_datamodule(cfg: DictConfig, progress: bool = True):
         from neuropde.data.collocation import CollocationDataModule
 
         return CollocationDataModule(to_dict(cfg.data), seed=int(cfg.get("seed", 0)))
+    if cfg.model.get("datamodule") == "snapshots":  # auto-decoders: one latent per (trajectory, frame)
+        from neuropde.data.snapshots import SnapshotDataModule
+
+        return SnapshotDataModule(to_dict(cfg.data), data_root(cfg), int(cfg.model.task.train_frames),
+                                  progress=progress, seed=int(cfg.get("seed", 0)))
     if cfg.data.spec.kind == "rve":
         from neuropde.data.rve import RVEDataModule
 
@@ -267,6 +272,10 @@ def predict(cfg: DictConfig) -> dict:
         from neuropde.tasks.dcdm import predict_dcdm
 
         return predict_dcdm(cfg, pcfg, task, out)
+    if pcfg.model.family == "phirom":
+        from neuropde.tasks.phirom import predict_phirom
+
+        return predict_phirom(cfg, pcfg, task, dm, out, split)
     if pcfg.model.family == "equino":
         from neuropde.tasks.equino import predict_equino
 

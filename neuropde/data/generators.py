@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from neuropde.data.store import SPLITS, DataStore
+from neuropde.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,23 @@ def _burgers_initial(g, n, generator):
 
     return burgers_initial_condition(1, n, float(g["L"]), generator=generator, k_max=int(g["k_max"]),
                                      amplitude=float(g["amplitude"]))
+
+
+_SOLVERS_1D = {"kuramoto_sivashinsky": _ks_solver, "korteweg_de_vries": _kdv_solver, "burgers": _burgers_solver}
+
+
+def solver_1d(data_cfg: dict, device="cpu"):
+    """The ETDRK4 solver that made a 1-D data set, at its stored resolution (a model stepping the
+    data's own discrete system needs ``solve_resolution == resolution``)."""
+    equation, g = data_cfg["equation"], data_cfg["generator"]
+    if equation not in _SOLVERS_1D:
+        raise UserError(f"no 1-D solver for data with equation={equation}: use one of {', '.join(_SOLVERS_1D)} "
+                        f"(data=burgers, ks, kdv)")
+    n = int(data_cfg["resolution"])
+    if int(g["solve_resolution"]) != n:
+        raise UserError(f"data {data_cfg['name']} was solved at {g['solve_resolution']} points and stored at {n}: "
+                        f"a solver in the loss must be the data's own, so set data.generator.solve_resolution={n}")
+    return _SOLVERS_1D[equation](g, n, device)
 
 
 # Kuramoto–Sivashinsky, Korteweg–de Vries and viscous Burgers trajectories (ETDRK4, float64), stored as float32.

@@ -1,0 +1,79 @@
+"""Snapshots of stored trajectories for models that own one latent per (trajectory, time): auto-decoders
+such as Φ-ROM (``model=phirom``).
+
+Training serves single frames with their indices, from the first ``train_frames`` frames of every
+training trajectory (the training horizon); validation and test serve whole trajectories, so a
+model can be judged inside and beyond that horizon.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from neuropde.data.datamodule import EpochShuffle, TrajectoryDataModule
+from neuropde.errors import UserError
+
+
+class IndexedSnapshots(Dataset):
+    """Item k -> (trajectory index i, frame j, field (n,)) for every i and every j < ``frames``."""
+
+    def __init__(self, fields: torch.Tensor, frames: int):
+        if not 1 <= frames <= fields.shape[1]:
+            raise UserError(f"model.task.train_frames={frames} but the trajectories have {fields.shape[1]} frames: "
+                            f"choose 1..{fields.shape[1]}")
+        self.fields, self.frames = fields, int(frames)
+
+    def __len__(self) -> int:
+        return self.fields.shape[0] * self.frames
+
+    def __getitem__(self, k: int):
+        i, j = divmod(k, self.frames)
+        return i, j, self.fields[i, j]
+
+
+class IndexedTrajectories(Dataset):
+    """Item i -> (i, whole trajectory (T, n))."""
+
+    def __init__(self, fields: torch.Tensor):
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return self.fields.shape[0]
+
+    def __getitem__(self, i: int):
+        return i, self.fields[i]
+
+
+class SnapshotDataModule(TrajectoryDataModule):
+    """A trajectory data set served as indexed snapshots (train) and whole trajectories (val/test).
+
+    ``train_frames`` is the training horizon in frames; ``eval_batch_size`` the trajectories per
+    evaluation batch (``data.loader.eval_batch_size``, default 16).
+    """
+
+    def __init__(self, data_cfg: dict, root, train_frames: int, progress: bool = True, seed: int = 0):
+        super().__init__(data_cfg, root, progress=progress, seed=seed)
+        self.train_frames = int(train_frames)
+
+    def setup(self, stage: str | None = None) -> None:
+        train = self.load("train")[:, :self.train_frames]  # statistics of what training sees
+        self.stats = {"mean": float(train.mean()), "std": float(train.std())}
+
+    def train_dataloader(self) -> DataLoader:
+        ds = IndexedSnapshots(self.load("train"), self.train_frames)
+        ld = self.cfg["loader"]
+        return DataLoader(ds, batch_size=int(ld["batch_size"]), sampler=EpochShuffle(len(ds), self.seed),
+                          num_workers=int(ld.get("num_workers", 0)))
+
+    def _whole(self, split: str) -> DataLoader:
+        return DataLoader(IndexedTrajectories(self.load(split)), shuffle=False,
+                          batch_size=int(self.cfg["loader"].get("eval_batch_size", 16)))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._whole("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._whole("test")
+
+    def predict_dataloader(self, split: str = "test") -> DataLoader:
+        return self._whole(split)

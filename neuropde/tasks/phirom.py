@@ -1,0 +1,222 @@
+"""Training Φ-ROM (arXiv 2505.14595) in Lightning: an auto-decoded latent per training snapshot, a
+neural-field decoder and a latent ODE whose target velocity comes from the data's own solver.
+
+Loss per batch of snapshots (trajectory i, frame j, field u): λ·L_rec + (1 − λ)·L_dyn with
+L_rec = mean relative L2 of D(α_ij, x) against u (on the observed points only when
+``obs_fraction`` < 1) and L_dyn = mean ‖Ψ(α) − α̇*‖/‖sg(α̇*)‖, α̇* the least-squares latent
+velocity that reproduces r = (S_dt(û) − û)/dt on a random ``gamma`` fraction of the grid. For the
+first ``evolve_start`` epochs α̇* is computed without gradients and Ψ sees sg(α): only Ψ learns
+from L_dyn (reference §2.2, step 4). ``dynamics_target="latent"`` is the data-only baseline: the
+decoder and latents learn from L_rec alone and Ψ is fitted to the learned latent trajectories
+(one Bogacki–Shampine step from α_ij must reach α_i,j+1).
+
+Evaluation (val/test/predict): α₀ fitted to the first frame (``fit_steps`` of Adam, warm-started
+at the mean training α₀, from all points or a ``fit_fraction`` of them), Ψ rolled out over the
+whole trajectory, decoded everywhere: ``rel_l2`` (in the training horizon) and ``rel_l2_extrap``
+(beyond it), means over frames after the first.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from neuropde.data.generators import solver_1d
+from neuropde.errors import UserError
+from neuropde.models.phirom import (LatentDynamics, bosh3_step, dynamics_loss, fit_latent, gather_points,
+                                    latent_velocity, random_subset, relative_l2, rollout)
+from neuropde.pde.stepping import solver_time_derivative
+from neuropde.tasks.base import BaseTask
+from neuropde.tasks.pinn import step_generator
+
+TARGETS = ("solver", "latent")
+
+
+class PhiROMTask(BaseTask):
+    """Φ-ROM on 1-D trajectories (``data=burgers``; ``kdv``/``ks`` work alike).
+
+    Parameters
+    ----------
+    net : decoder D(α, x) of :mod:`neuropde.models.phirom` (coord_dim 1, out_channels 1).
+    data : the data config (equation, generator, resolution, samples, ``generator.dt_snap``).
+    train_frames : training horizon in frames; latent memory (samples.train, train_frames, k).
+    lam, gamma, evolve_start : λ, the hyper-reduction fraction, warm-up epochs (reference §2.2).
+    dynamics_target : ``solver`` (Φ-ROM) or ``latent`` (data-only baseline).
+    dyn_width, dyn_depth : Ψ's MLP; substeps : Bosh3 steps per frame in rollouts.
+    obs_fraction : fraction of grid points observed in training (fixed sensors per trajectory).
+    fit_steps, fit_lr, fit_fraction : latent inversion of the first frame at evaluation.
+    ridge : Tikhonov term of the least squares (keeps α̇* finite when J loses rank).
+    """
+
+    def __init__(self, net: nn.Module, optimizer: dict, scheduler: dict | None = None, stats: dict | None = None,
+                 data: dict | None = None, train_frames: int = 40, lam: float = 0.5, gamma: float = 0.1,
+                 evolve_start: int = 10, dynamics_target: str = "solver", dyn_width: int = 64, dyn_depth: int = 4,
+                 substeps: int = 1, obs_fraction: float = 1.0, fit_steps: int = 300, fit_lr: float = 0.01,
+                 fit_fraction: float = 1.0, ridge: float = 1e-6, seed: int = 0):
+        super().__init__(optimizer, scheduler, stats)
+        if dynamics_target not in TARGETS:
+            raise UserError(f"model.task.dynamics_target={dynamics_target}: choose one of {', '.join(TARGETS)}")
+        if not 0 < obs_fraction <= 1 or not 0 < fit_fraction <= 1 or not 0 < gamma <= 1:
+            raise UserError("obs_fraction, fit_fraction and gamma are fractions of the grid: give values in (0, 1]")
+        self.net = net
+        self.net.set_output_normalization(torch.tensor([self.norm_mean.item()]), torch.tensor([self.norm_std.item()]))
+        k = net.latent_dim
+        self.dynamics = LatentDynamics(k, dyn_width, dyn_depth)
+        n_traj, n = int(data["samples"]["train"]), int(data["resolution"])
+        self.train_frames = int(train_frames)
+        self.latents = nn.Parameter(torch.zeros(n_traj, self.train_frames, k))  # auto-decoder memory, zeros as the reference
+        self.solver = solver_1d(data)
+        self.solver_dt, self.frame_dt = float(data["generator"]["dt"]), float(data["generator"]["dt_snap"])
+        # the grid, scaled to [-1, 1] over the periodic cell [0, L)
+        self.register_buffer("x", (2 * torch.arange(n) / n - 1).float()[:, None])
+        m = max(math.ceil(obs_fraction * n), k)
+        g = torch.Generator().manual_seed(int(seed) + 7919)
+        self.register_buffer("sensors", torch.stack([torch.randperm(n, generator=g)[:m] for _ in range(n_traj)]))
+        self.lam, self.gamma, self.evolve_start = float(lam), float(gamma), int(evolve_start)
+        self.dynamics_target, self.substeps, self.ridge, self.seed = dynamics_target, int(substeps), float(ridge), int(seed)
+        self.obs_fraction, self.fit_fraction = float(obs_fraction), float(fit_fraction)
+        self.fit_steps, self.fit_lr = int(fit_steps), float(fit_lr)
+        self.persistence = False
+        self._eval: dict[str, list] = {}
+
+    # -------------------------------------------------------------------------------- training
+    def decode(self, alpha: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Fields (B, P) of latents (B, k) at points x (P, 1) or (B, P, 1) (default: the grid)."""
+        return self.net(alpha, self.x if x is None else x)[..., 0]
+
+    def solver_velocity(self, alpha: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """α̇* (B, k) from the solver's time derivative of the decoded fields, and the NaN count."""
+        u_hat = self.decode(alpha)
+        r = solver_time_derivative(self.solver, u_hat.double(), self.solver_dt).to(u_hat.dtype)
+        idx = random_subset(len(self.x), self.gamma, len(alpha), g, min_points=self.net.latent_dim, device=alpha.device)
+        lv = latent_velocity(self.net, alpha, self.x[idx], gather_points(r[..., None], idx), ridge=self.ridge)
+        return lv.velocity, lv.n_nonfinite
+
+    def training_step(self, batch, batch_idx):
+        i, j, u = batch
+        alpha = self.latents[i, j]
+        if self.obs_fraction < 1:
+            pts = self.sensors[i]  # (B, m)
+            rec = relative_l2(self.decode(alpha, self.x[pts]), torch.gather(u, 1, pts)).mean()
+        else:
+            rec = relative_l2(self.decode(alpha), u).mean()
+        g = step_generator(self.seed, self.global_step, "cpu")
+        if self.dynamics_target == "solver":
+            warm = self.current_epoch < self.evolve_start
+            with torch.set_grad_enabled(not warm):  # warm-up: the decoder and latents ignore L_dyn
+                target, n_bad = self.solver_velocity(alpha.detach() if warm else alpha, g)
+            ok = torch.isfinite(target).all(1)
+            dyn = dynamics_loss(self.dynamics(alpha.detach() if warm else alpha)[ok], target[ok])
+            loss = self.lam * rec + (1 - self.lam) * dyn
+            self.log("train/nonfinite_velocity", n_bad.float(), reduce_fx="sum")
+        else:  # data-only: Ψ fitted to the learned latent trajectories, which it cannot change
+            has_next = j + 1 < self.train_frames
+            nxt = self.latents[i[has_next], j[has_next] + 1].detach()
+            step = bosh3_step(lambda a: self.dynamics(a), alpha[has_next].detach(), self.frame_dt)
+            dyn = dynamics_loss(step - alpha[has_next].detach(), nxt - alpha[has_next].detach())
+            loss = rec + dyn
+        self.check_finite(loss)
+        self.log("train/rec", rec, prog_bar=True)
+        self.log("train/dyn", dyn, prog_bar=True)
+        self.log("train/loss", loss)
+        return loss
+
+    # ------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def forecast(self, u0: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """Fit α₀ to first frames u0 (B, n), roll Ψ out, decode: (B, n_frames, n), frame 0 included."""
+        n = u0.shape[1]
+        pts = torch.arange(n, device=u0.device)
+        if self.fit_fraction < 1:
+            g = torch.Generator().manual_seed(self.seed + 104729)
+            pts = torch.randperm(n, generator=g)[:max(math.ceil(self.fit_fraction * n), self.net.latent_dim)].to(u0.device)
+        init = self.latents[:, 0].mean(0, keepdim=True).expand(len(u0), -1)
+        alpha0 = fit_latent(self.net, u0[:, pts, None], self.x[pts], steps=self.fit_steps, lr=self.fit_lr, init=init)
+        alphas = rollout(lambda a: self.dynamics(a), alpha0, n_frames - 1, self.frame_dt, substeps=self.substeps)
+        B, T, k = alphas.shape
+        return self.decode(alphas.reshape(B * T, k)).reshape(B, T, n)
+
+    def forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
+        """Operator-style call: last input frame x (B, t_in, n) -> the next t_out frames (B, t_out, n)."""
+        return self.forecast(x[:, -1], t_out + 1)[:, 1:]
+
+    def _evaluate(self, batch, stage: str) -> torch.Tensor:
+        _, traj = batch
+        pred = self.forecast(traj[:, 0], traj.shape[1])
+        err = (pred - traj).flatten(2).norm(dim=2) / traj.flatten(2).norm(dim=2).clamp_min(1e-12)  # (B, T)
+        self._eval.setdefault("interp", []).append(err[:, 1:self.train_frames].mean(1))
+        if traj.shape[1] > self.train_frames:
+            self._eval.setdefault("extrap", []).append(err[:, self.train_frames:].mean(1))
+        self._eval.setdefault("per_frame", []).append(err)
+        if stage == "val" and "example" not in self._eval:
+            self._eval["example"] = (traj[:1].cpu(), pred[:1].cpu())  # (1, T, n) space-time for the plot
+        return pred
+
+    def _log_epoch(self, stage: str) -> None:
+        ev, self._eval = self._eval, {}
+        if not ev:
+            return
+        if "example" in ev:
+            self.example = ev.pop("example")
+        self.log(f"{stage}/rel_l2", torch.cat(ev["interp"]).mean(), prog_bar=True)
+        if "extrap" in ev:
+            self.log(f"{stage}/rel_l2_extrap", torch.cat(ev["extrap"]).mean(), prog_bar=True)
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+
+def predict_phirom(cfg, pcfg, task: PhiROMTask, dm, out, split: str) -> dict:
+    """``predict.py`` for Φ-ROM checkpoints: fit, roll out and decode every trajectory of a split."""
+    import os
+
+    import h5py
+    from tqdm.auto import tqdm
+
+    from neuropde.callbacks.plots import plot_error_curves, plot_spacetime
+    from neuropde.data.store import atomic_write_json
+
+    if int(pcfg.data.resolution) != len(task.x):
+        raise UserError(f"this Φ-ROM was trained on {len(task.x)} points; predict with data.resolution={len(task.x)}")
+    for key, value in (cfg.get("inversion") or {}).items():  # predict.py inversion.fit_fraction=0.05, …
+        if value is not None:
+            setattr(task, key, type(getattr(task, key))(value))
+    preds, truths = [], []
+    for batch in tqdm(dm.predict_dataloader(split), desc=f"predict {split}"):
+        batch = [b.to(task.device) for b in batch]
+        preds.append(task._evaluate(batch, split).cpu())
+        truths.append(batch[1].cpu())
+    per_frame = torch.cat(task._eval["per_frame"]).mean(0)
+    interp = torch.cat(task._eval["interp"])
+    metrics = {f"{split}/rel_l2": float(interp.mean()), "rel_l2_per_trajectory": interp.tolist(),
+               f"{split}/rel_l2_per_frame": per_frame.tolist(), "split": split, "ckpt": str(cfg.ckpt),
+               "train_frames": task.train_frames, "fit_fraction": task.fit_fraction}
+    if "extrap" in task._eval:
+        extrap = torch.cat(task._eval["extrap"])
+        metrics.update({f"{split}/rel_l2_extrap": float(extrap.mean()), "rel_l2_extrap_per_trajectory": extrap.tolist()})
+    task._eval = {}
+    pred, truth = torch.cat(preds), torch.cat(truths)
+    tmp = out / "predictions.h5.tmp"
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("predictions", data=pred.numpy())
+        f.create_dataset("targets", data=truth.numpy())
+        f.attrs.update({"split": split, "train_frames": task.train_frames})
+    os.replace(tmp, out / "predictions.h5")
+    atomic_write_json(out / "metrics.json", metrics)
+    for i in range(min(int(cfg.get("n_plots", 2)), len(pred))):
+        plot_spacetime({"truth": truth[i].numpy(), "Φ-ROM": pred[i].numpy()}, out / "plots" / f"{split}_{i:03d}.png",
+                       title=f"{split} trajectory {i}: training horizon ends at frame {task.train_frames}")
+    plot_error_curves({"relative L2": np.asarray(metrics[f"{split}/rel_l2_per_frame"])},
+                      out / "plots" / f"{split}_error_per_frame.png", title=f"{split}: mean over trajectories")
+    return metrics
