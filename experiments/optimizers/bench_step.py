@@ -95,6 +95,30 @@ def main() -> None:
     results[f"matrices_{count}x{width}x{width}"] = {
         n: {"ms": round(ms, 3), "ratio_to_adamw": round(ms / table["adamw"], 3)} for n, ms in table.items()}
 
+    # head to head, the acceptance's comparison: the two Muons alternate steps on identical copies of
+    # the matrices, so that drift of the machine (turbo, other jobs) hits both alike
+    pair = {name: rules[name]([nn.Parameter(m.detach().clone()) for m in mats]) for name in ("torch_muon", "muon")}
+    for opt in pair.values():
+        for group in opt.param_groups:
+            for q in group["params"]:
+                q.grad = torch.randn_like(q)
+    times = {name: [] for name in pair}
+    for i in range(3 + 4 * args.repeats):
+        for name in (("torch_muon", "muon") if i % 2 else ("muon", "torch_muon")):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            pair[name].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 3:
+                times[name].append(1e3 * (time.perf_counter() - t))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    results["muon_vs_torch_muon_interleaved"] = {"torch_muon_ms": round(med["torch_muon"], 3),
+                                                 "muon_ms": round(med["muon"], 3),
+                                                 "ratio": round(med["muon"] / med["torch_muon"], 3),
+                                                 "steps_each": 4 * args.repeats}
+
     # (2) the default SFNO: each optimizer= factory on the whole model
     net = SFNO().to(device)
     params = list(net.parameters())
