@@ -62,3 +62,14 @@ def test_sdgd_pinn_quick_learns_the_100_dimensional_poisson_solution(data_root, 
 
     metrics = train(compose("train", ["experiment=sdgd_pinn_quick", "logger=none", f"run_dir={tmp_path}"]))
     assert metrics["test/rel_l2"] < 0.03 and metrics["test/residual_rms"] < 25
+
+
+@pytest.mark.slow
+def test_equino_quick_reaches_two_percent_stress_error(data_root, tmp_path):
+    """Issue 11's acceptance on the 16×16 fibre RVE: median test error of the equilibrated stress
+    ≤ 2 % for σxx and σyy, trained without labels (experiments/equino/README.md)."""
+    from neuropde.run import train
+
+    m = train(compose("train", ["experiment=equino_quick", "logger=none", f"run_dir={tmp_path}"]))
+    assert m["test/median_rel_err_sxx"] <= 0.02 and m["test/median_rel_err_syy"] <= 0.02
+    assert m["test/median_rel_err_sigma_bar"] <= 0.02

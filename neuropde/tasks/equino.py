@@ -148,7 +148,8 @@ class EquiNOTask(BaseTask):
             return [first, lbfgs]
         from hydra.utils import instantiate
 
-        total = self.adam_epochs * self.trainer.num_training_batches
+        steps = int(self.trainer.datamodule.cfg["loader"]["steps_per_epoch"])  # batches are not counted yet
+        total = self.adam_epochs * steps
         sched = instantiate(self.scheduler_cfg, optimizer=first, total_steps=max(total, 1), _convert_="all")
         return [first, lbfgs], [sched]
 
