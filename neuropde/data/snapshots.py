@@ -44,11 +44,28 @@ class IndexedTrajectories(Dataset):
         return i, self.fields[i]
 
 
+class RepeatedShuffle(EpochShuffle):
+    """``repeats`` independent shuffles of n items per epoch: an auto-decoder updates each latent
+    only when its snapshot is drawn, so short epochs would leave the latents nearly untrained."""
+
+    def __init__(self, n: int, seed: int = 0, repeats: int = 1):
+        super().__init__(n, seed)
+        self.repeats = max(int(repeats), 1)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.cat([torch.randperm(self.n, generator=g) for _ in range(self.repeats)]).tolist())
+
+    def __len__(self) -> int:
+        return self.n * self.repeats
+
+
 class SnapshotDataModule(TrajectoryDataModule):
     """A trajectory data set served as indexed snapshots (train) and whole trajectories (val/test).
 
-    ``train_frames`` is the training horizon in frames; ``eval_batch_size`` the trajectories per
-    evaluation batch (``data.loader.eval_batch_size``, default 16).
+    ``train_frames`` is the training horizon in frames; ``data.loader``: ``eval_batch_size``
+    trajectories per evaluation batch (default 16), ``epoch_repeats`` passes over the training
+    snapshots per epoch (default 1).
     """
 
     def __init__(self, data_cfg: dict, root, train_frames: int, progress: bool = True, seed: int = 0):
@@ -62,7 +79,8 @@ class SnapshotDataModule(TrajectoryDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = IndexedSnapshots(self.load("train"), self.train_frames)
         ld = self.cfg["loader"]
-        return DataLoader(ds, batch_size=int(ld["batch_size"]), sampler=EpochShuffle(len(ds), self.seed),
+        return DataLoader(ds, batch_size=int(ld["batch_size"]),
+                          sampler=RepeatedShuffle(len(ds), self.seed, int(ld.get("epoch_repeats", 1))),
                           num_workers=int(ld.get("num_workers", 0)))
 
     def _whole(self, split: str) -> DataLoader:
