@@ -13,7 +13,7 @@ def test_phirom_trains_predicts_and_extrapolates(data_root, tmp_path):
     m = train(compose("train", ["experiment=phirom_tiny", f"run_dir={run}"]))
     assert {"test/rel_l2", "test/rel_l2_extrap", "val/rel_l2"} <= set(m)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["state_dict"]["latents"].shape == (4, 8, 4)  # (train trajectories, train frames, k)
+    assert ckpt["state_dict"]["latents"].shape == (16, 8, 4)  # (train trajectories, train frames, k)
     p = predict(compose("predict", [f"ckpt={run}", f"run_dir={tmp_path / 'pred'}"]))
     assert p["test/rel_l2"] == pytest.approx(m["test/rel_l2"], rel=1e-4)
     assert len(p["test/rel_l2_per_frame"]) == 16 and (tmp_path / "pred" / "plots" / "test_000.png").exists()

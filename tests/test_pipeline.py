@@ -110,14 +110,7 @@ def test_resume_after_a_crash_continues_exactly(optimizer, data_root, tmp_path):
     assert resumed["test/rel_l2"] == pytest.approx(full["test/rel_l2"], rel=1e-5)
 
 
-# Known open problem, kept visible (strict: the mark fails the suite once the family learns):
-# Φ-ROM's solver-informed dynamics loss undoes the reconstruction as soon as its gradients reach
-# the decoder and latents (issue 10 notes); the pieces and the warm-up logic are tested elsewhere.
-KNOWN_NOT_LEARNING = {"phirom": "Φ-ROM training not tuned yet (issue 10): rel L2 0.5-0.9 on the tiny task"}
-
-
-@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.xfail(reason=KNOWN_NOT_LEARNING[f], strict=True))
-                                    if f in KNOWN_NOT_LEARNING else f for f in families()])
+@pytest.mark.parametrize("family", families())
 def test_every_family_learns_its_tiny_task(family, data_root, tmp_path):
     """60 epochs on 8 tiny samples must beat the trivial prediction clearly: persistence for
     trajectories (measured: ~0.06 vs 0.20), zero (relative L2 = 1) for input -> output pairs."""

@@ -10,8 +10,8 @@ from L_dyn (reference §2.2, step 4). ``dynamics_target="latent"`` is the data-o
 decoder and latents learn from L_rec alone and Ψ is fitted to the learned latent trajectories
 (one Bogacki–Shampine step from α_ij must reach α_i,j+1).
 
-Evaluation (val/test/predict): α₀ fitted to the first frame (``fit_steps`` of Adam, warm-started
-at the mean training α₀, from all points or a ``fit_fraction`` of them), Ψ rolled out over the
+Evaluation (val/test/predict): α₀ fitted to the first frame (``fit_steps`` of Adam, started from
+the training α₀ whose field is nearest, from all points or a ``fit_fraction`` of them), Ψ rolled out over the
 whole trajectory, decoded everywhere: ``rel_l2`` (in the training horizon) and ``rel_l2_extrap``
 (beyond it), means over frames after the first.
 """
@@ -132,8 +132,13 @@ class PhiROMTask(BaseTask):
         if self.fit_fraction < 1:
             g = torch.Generator().manual_seed(self.seed + 104729)
             pts = torch.randperm(n, generator=g)[:max(math.ceil(self.fit_fraction * n), self.net.latent_dim)].to(u0.device)
-        init = self.latents[:, 0].mean(0, keepdim=True).expand(len(u0), -1)
-        alpha0 = fit_latent(self.net, u0[:, pts, None], self.x[pts], steps=self.fit_steps, lr=self.fit_lr, init=init)
+        # start from the training α₀ whose field fits best: the inversion is non-convex, and a
+        # start from the mean latent measured 0.43 relative error on the training fields themselves
+        # (against 0.28 for their stored latents) on the tiny setting
+        stored = self.decode(self.latents[:, 0], self.x[pts])  # (N_traj, P)
+        nearest = torch.cdist(u0[:, pts], stored).argmin(1)
+        alpha0 = fit_latent(self.net, u0[:, pts, None], self.x[pts], steps=self.fit_steps, lr=self.fit_lr,
+                            init=self.latents[nearest, 0])
         alphas = rollout(lambda a: self.dynamics(a), alpha0, n_frames - 1, self.frame_dt, substeps=self.substeps)
         B, T, k = alphas.shape
         return self.decode(alphas.reshape(B * T, k)).reshape(B, T, n)
