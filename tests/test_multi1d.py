@@ -63,6 +63,7 @@ RHS = {
     "klein_gordon": lambda u, q, L: q["c"] ** 2 * d(u, L, 2) - q["m"] ** 2 * u,
     "sine_gordon": lambda u, q, L: q["c"] ** 2 * d(u, L, 2) - torch.sin(u),
     "kdv": lambda u, q, L: -u * d(u, L, 1) - q["delta"] ** 2 * d(u, L, 3),
+    "burgers": lambda u, q, L: -u * d(u, L, 1) + q["nu"] * d(u, L, 2),
     "ks": lambda u, q, L: -u * d(u, L, 1) - d(u, L, 2) - q["nu"] * d(u, L, 4),
 }
 

@@ -22,6 +22,7 @@ from types import MappingProxyType
 
 import torch
 
+from neuropde.pde.burgers import Burgers1D
 from neuropde.pde.etdrk4 import (
     KortewegDeVries,
     KuramotoSivashinsky,
@@ -231,6 +232,11 @@ FAMILIES: dict[str, FamilySpec] = {spec.name: spec for spec in [
     _spec("kdv", "u_t + u u_x + delta^2 u_xxx = 0", {"delta": 0.022}, L=2.0, dt=1e-3, frame_dt=0.016,
           initial_condition=_kdv_field,
           solver=lambda q, n, L, **kw: KortewegDeVries(n, L, q["delta"], **kw)),
+    # viscous Burgers (LeMON's u_t + (u²/2)_x = (ε/π)u_xx with ν = ε/π): ν = 0.05 keeps the fronts of
+    # unit-range fields resolved at 128 points (LeMON's ε = 0.01, ν = 0.003, would need ~2,000)
+    _spec("burgers", "u_t + u u_x = nu u_xx", {"nu": 0.05}, L=2.0, dt=0.005, frame_dt=0.02,
+          initial_condition=_unit_range_field,
+          solver=lambda q, n, L, **kw: Burgers1D(n, L, q["nu"], **kw)),
     # grid spacing 0.25 as the ks_64 data set; T = 31.5 from the long-wave start into chaos
     _spec("ks", "u_t + u u_x + u_xx + nu u_xxxx = 0", {"nu": 1.0}, L=32.0, dt=0.025, frame_dt=0.5,
           initial_condition=_ks_field,
