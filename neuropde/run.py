@@ -97,7 +97,8 @@ def check_compatible(cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig, progress: bool = True):
     """The data set's Lightning data module: trajectories from the HDF5 store, collocation points
-    drawn on the fly (``spec.kind: highdim``) or FE snapshots of an RVE (``spec.kind: rve``)."""
+    drawn on the fly (``spec.kind: highdim``) or FE snapshots of an RVE (``spec.kind: rve``) or
+    multi-operator trajectories (``spec.kind: multi1d``)."""
     if cfg.data.spec.kind == "highdim":
         from neuropde.data.collocation import CollocationDataModule
 
@@ -111,6 +112,11 @@ def build_datamodule(cfg: DictConfig, progress: bool = True):
         from neuropde.data.rve import RVEDataModule
 
         return RVEDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
+    if cfg.data.spec.kind == "multi1d":  # many operators, batches with same-operator examples
+        from neuropde.data.multi1d import MultiOperatorDataModule
+
+        return MultiOperatorDataModule(to_dict(cfg.data), data_root(cfg), progress=progress,
+                                       seed=int(cfg.get("seed", 0)))
     return TrajectoryDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
 
 

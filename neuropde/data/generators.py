@@ -37,6 +37,10 @@ def pick_device(name: str) -> torch.device:
 def store_config(data_cfg: dict) -> dict:
     """The part of the data config that defines the files (hashed into the manifest)."""
     gen = {k: v for k, v in data_cfg["generator"].items() if k not in ("device", "shard_size", "progress")}
+    if data_cfg["equation"] == "multi1d":  # stored family numbers index the registry: a new family regenerates
+        from neuropde.pde.multi1d import FAMILIES
+
+        gen["family_index"] = sorted(FAMILIES)
     return {"equation": data_cfg["equation"], "resolution": data_cfg["resolution"],
             "seed": data_cfg["seed"], "samples": dict(data_cfg["samples"]), "generator": gen}
 
@@ -314,7 +318,59 @@ def solver_1d(data_cfg: dict, device="cpu"):
 # Kuramoto–Sivashinsky, Korteweg–de Vries and viscous Burgers trajectories (ETDRK4, float64), stored as float32.
 kuramoto_sivashinsky = _semilinear_1d(_ks_solver, _ks_initial)
 korteweg_de_vries = _semilinear_1d(_kdv_solver, _kdv_initial)
-burgers = _semilinear_1d(_burgers_solver, _burgers_initial)
+_burgers_fixed_nu = _semilinear_1d(_burgers_solver, _burgers_initial)
+
+
+def burgers_viscosities(data_cfg: dict, split: str, start: int, stop: int) -> np.ndarray:
+    """ν of samples start..stop-1 of a parametric Burgers set (``generator.nu_range: [lo, hi]``):
+    the training split is ``linspace(lo, hi, samples.train)`` (as the Φ-ROM reference's 8 training
+    parameters), the other splits draw ν uniformly in [lo, hi] from each sample's own stream."""
+    lo, hi = (float(v) for v in data_cfg["generator"]["nu_range"])
+    if not 0 < lo <= hi:
+        raise UserError(f"data.generator.nu_range={[lo, hi]}: give 0 < lo <= hi")
+    if split == "train":
+        return np.linspace(lo, hi, int(data_cfg["samples"]["train"]))[start:stop]
+    return np.array([lo + (hi - lo) * torch.rand((), dtype=torch.float64, generator=torch.Generator().manual_seed(
+        sample_seed(int(data_cfg["seed"]), split, i) + 1)).item() for i in range(start, stop)])
+
+
+def burgers(data_cfg: dict, split: str) -> Callable:
+    """Viscous Burgers trajectories (ETDRK4, float64, stored float32). With ``generator.nu_range``
+    the set is parametric: one viscosity per sample (:func:`burgers_viscosities`), stored as ``nu``
+    (samples,) beside ``fields`` and ``times`` (samples, frames); with ``generator.fixed_ic: true``
+    every sample starts from the same field, drawn from the data seed (the reference's setting, in
+    which the parameter alone sets the trajectory)."""
+    g = data_cfg["generator"]
+    if g.get("nu_range") is None:
+        if g.get("fixed_ic"):
+            raise UserError("data.generator.fixed_ic=true needs data.generator.nu_range: with one viscosity "
+                            "every trajectory would be the same")
+        return _burgers_fixed_nu(data_cfg, split)
+    from neuropde.pde.burgers import Burgers1D
+
+    resolution = int(data_cfg["resolution"])
+    n = max(int(g["solve_resolution"]), resolution)
+    device = pick_device(g.get("device", "auto"))
+    record = float(g["t_warmup"]) + float(g["dt_snap"]) * np.arange(int(g["n_frames"]))
+
+    def make_shard(start: int, stop: int):
+        nu = burgers_viscosities(data_cfg, split, start, stop)
+        seeds = [int(data_cfg["seed"]) if g.get("fixed_ic") else sample_seed(int(data_cfg["seed"]), split, i)
+                 for i in range(start, stop)]
+        u0 = torch.cat([_burgers_initial(g, n, torch.Generator().manual_seed(s)) for s in seeds]).to(device)
+        solver = Burgers1D(n, L=float(g["L"]), nu=torch.from_numpy(nu), dtype=torch.float64, device=device)
+        traj = _fourier_downsample_1d(solver.simulate(u0, float(g["dt"]), record.tolist()), resolution)
+        return {"fields": traj.float().cpu().numpy(), "times": np.tile(record, (stop - start, 1)), "nu": nu}
+
+    return make_shard
+
+
+def multi1d(data_cfg: dict, split: str) -> Callable:
+    """Multi-operator 1-D trajectories (LeMON): :func:`neuropde.data.multi1d.multi1d` (imported
+    here lazily: that module builds on this one)."""
+    from neuropde.data.multi1d import multi1d as generator
+
+    return generator(data_cfg, split)
 
 
 def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
@@ -346,4 +402,5 @@ def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.nd
 
 GENERATORS = {"rve": rve, "navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
               "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries,
-              "poisson_ritz": poisson_ritz, "burgers": burgers}
+              "poisson_ritz": poisson_ritz, "burgers": burgers,
+              "multi1d": multi1d}

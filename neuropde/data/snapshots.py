@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from neuropde.data.datamodule import EpochShuffle, TrajectoryDataModule
+from neuropde.data.generators import ensure_generated
 from neuropde.errors import UserError
 
 
@@ -32,16 +33,16 @@ class IndexedSnapshots(Dataset):
 
 
 class IndexedTrajectories(Dataset):
-    """Item i -> (i, whole trajectory (T, n))."""
+    """Item i -> (i, whole trajectory (T, n), PDE parameters (p,); p = 0 for a non-parametric set)."""
 
-    def __init__(self, fields: torch.Tensor):
-        self.fields = fields
+    def __init__(self, fields: torch.Tensor, params: torch.Tensor):
+        self.fields, self.params = fields, params
 
     def __len__(self) -> int:
         return self.fields.shape[0]
 
     def __getitem__(self, i: int):
-        return i, self.fields[i]
+        return i, self.fields[i], self.params[i]
 
 
 class RepeatedShuffle(EpochShuffle):
@@ -65,16 +66,31 @@ class SnapshotDataModule(TrajectoryDataModule):
 
     ``train_frames`` is the training horizon in frames; ``data.loader``: ``eval_batch_size``
     trajectories per evaluation batch (default 16), ``epoch_repeats`` passes over the training
-    snapshots per epoch (default 1).
+    snapshots per epoch (default 1). A parametric set (one viscosity ``nu`` stored per trajectory)
+    also gives each trajectory's parameters: ``stats["params"]`` (train) and the third item of
+    evaluation batches.
     """
 
     def __init__(self, data_cfg: dict, root, train_frames: int, progress: bool = True, seed: int = 0):
         super().__init__(data_cfg, root, progress=progress, seed=seed)
         self.train_frames = int(train_frames)
+        self.params: dict[str, torch.Tensor] = {}
+
+    def load(self, split: str) -> torch.Tensor:
+        """Fields (samples, T, n) of a split; its parameters (samples, p) go to ``self.params``."""
+        if split not in self.splits:
+            arrays = ensure_generated(self.cfg, self.root, splits=[split], progress=self.progress).read_arrays(split)
+            fields = torch.from_numpy(arrays["fields"])
+            self.splits[split] = fields
+            self.params[split] = (torch.from_numpy(arrays["nu"]).float()[:, None] if "nu" in arrays
+                                  else torch.zeros(len(fields), 0))
+        return self.splits[split]
 
     def setup(self, stage: str | None = None) -> None:
         train = self.load("train")[:, :self.train_frames]  # statistics of what training sees
         self.stats = {"mean": float(train.mean()), "std": float(train.std())}
+        if self.params["train"].shape[1]:
+            self.stats["params"] = self.params["train"].tolist()  # (N_traj, p): the task's Ψ(α, μ) and solver
 
     def train_dataloader(self) -> DataLoader:
         ds = IndexedSnapshots(self.load("train"), self.train_frames)
@@ -84,7 +100,8 @@ class SnapshotDataModule(TrajectoryDataModule):
                           num_workers=int(ld.get("num_workers", 0)))
 
     def _whole(self, split: str) -> DataLoader:
-        return DataLoader(IndexedTrajectories(self.load(split)), shuffle=False,
+        fields = self.load(split)
+        return DataLoader(IndexedTrajectories(fields, self.params[split]), shuffle=False,
                           batch_size=int(self.cfg["loader"].get("eval_batch_size", 16)))
 
     def val_dataloader(self) -> DataLoader:

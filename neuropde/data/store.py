@@ -229,7 +229,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         elif value is None:
             out[name] = "none"
         elif isinstance(value, (list, tuple)):
-            out[name] = np.asarray(value)
+            array = np.asarray(value)  # h5py stores strings only as its own variable-length type
+            out[name] = array.astype(h5py.string_dtype()) if array.dtype.kind == "U" else array
         else:
             out[name] = value
     return out

@@ -44,23 +44,37 @@ class Burgers1D(SemilinearSpectral1D):
     ----------
     n : grid points.
     L : domain length.
-    nu : viscosity ``ν ≥ 0`` (``ν = 0`` is inviscid: valid only until a shock forms).
+    nu : viscosity ``ν ≥ 0`` (``ν = 0`` is inviscid: valid only until a shock forms), or a
+        Tensor (B,) of one viscosity per batch row (a parametric family: states must then be
+        (B, ·); :meth:`take` selects rows for a mini-batch without recomputing coefficients).
     dtype, device : as :class:`~neuropde.pde.etdrk4.SemilinearSpectral1D`.
     """
 
-    def __init__(self, n: int = 128, L: float = 2 * math.pi, nu: float = 0.01, dtype=torch.float64,
+    def __init__(self, n: int = 128, L: float = 2 * math.pi, nu: float | torch.Tensor = 0.01, dtype=torch.float64,
                  device="cpu"):
-        if not nu >= 0:
-            raise ValueError(f"nu must be a non-negative viscosity, got {nu}; a negative one makes the "
-                             f"linear part anti-diffusive and the solution blow up")
+        nu_t = torch.as_tensor(nu, dtype=torch.float64)
+        if nu_t.dim() > 1 or not bool((nu_t >= 0).all()):
+            raise ValueError(f"nu must be a non-negative viscosity or a 1-D tensor of them, got {nu}; a negative "
+                             f"one makes the linear part anti-diffusive and the solution blow up")
         super().__init__(n, L, dtype=dtype, device=device)
-        self.nu = float(nu)
+        self.nu = float(nu_t) if nu_t.dim() == 0 else nu_t.to(device)
 
     def linear_symbol(self, k: torch.Tensor) -> torch.Tensor:
-        return (-self.nu * k ** 2).to(torch.complex128)
+        nu = self.nu if isinstance(self.nu, float) else self.nu.to(k.device)[:, None]  # (B, 1) per row
+        return (-nu * k ** 2).to(torch.complex128)
 
     def nonlinear_hat(self, u_hat: torch.Tensor) -> torch.Tensor:
         return -0.5 * self._dx_hat(self._square_hat(u_hat))
+
+    def take(self, index: torch.Tensor) -> "Burgers1D":
+        """The solver for a batch whose row b has viscosity ``nu[index[b]]`` (per-row ν only): the
+        cached ETDRK4 coefficients (B, K) are indexed, not recomputed."""
+        if isinstance(self.nu, float):
+            raise ValueError("take() needs a solver built with one viscosity per row (nu a 1-D tensor)")
+        index = torch.as_tensor(index, device=self.nu.device)
+        sub = Burgers1D(self.n, self.L, self.nu[index], dtype=self.dtype, device=self.device)
+        sub._coef_cache = {key: tuple(c[index.to(c.device)] for c in coef) for key, coef in self._coef_cache.items()}
+        return sub
 
 
 def burgers_initial_condition(batch: int, n: int = 128, L: float = 2 * math.pi,

@@ -55,14 +55,15 @@ def etdrk4_coefficients(symbol: torch.Tensor, dt: float,
 
     Parameters
     ----------
-    symbol : Tensor (K,), real or complex, the eigenvalues ``λ`` of the linear operator.
+    symbol : Tensor (K,) or (B, K) (one operator per batch row, e.g. per-sample viscosities), real or
+        complex, the eigenvalues ``λ`` of the linear operator.
         ``Re(hλ)`` must stay below ~700 (``e^z`` overflows beyond).
     dt : time step ``h``.
     n_contour : contour points (even, so that real symbols give real means up to round-off).
 
     Returns
     -------
-    (E, E2, Q, f1, f2, f3) : Tensors (K,), float64 when ``symbol`` is real-valued (real dtype, or
+    (E, E2, Q, f1, f2, f3) : Tensors shaped like ``symbol``, float64 when ``symbol`` is real-valued (real dtype, or
         complex with zero imaginary parts: the real part of the contour mean is kept, as in
         Kassam–Trefethen), complex128 otherwise (the full complex mean, nothing discarded).
     """
@@ -73,7 +74,7 @@ def etdrk4_coefficients(symbol: torch.Tensor, dt: float,
     z = dt * lam
     j = torch.arange(n_contour, dtype=torch.float64, device=lam.device)
     theta = (2 * math.pi / n_contour) * (j + 0.5)
-    zc = z[:, None] + torch.polar(torch.ones_like(theta), theta)  # (K, M) contour points
+    zc = z[..., None] + torch.polar(torch.ones_like(theta), theta)  # (..., K, M) contour points
     ez = torch.exp(zc)
     zc3 = zc ** 3
     Q = dt * ((torch.exp(zc / 2) - 1) / zc).mean(-1)
