@@ -115,8 +115,10 @@ def build_datamodule(cfg: DictConfig, progress: bool = True):
     if cfg.data.spec.kind == "multi1d":  # many operators, batches with same-operator examples
         from neuropde.data.multi1d import MultiOperatorDataModule
 
-        return MultiOperatorDataModule(to_dict(cfg.data), data_root(cfg), progress=progress,
-                                       seed=int(cfg.get("seed", 0)))
+        data = to_dict(cfg.data)
+        if cfg.get("stage") == "meta" and cfg.model.get("meta_tasks"):  # LeMON: single-operator tasks
+            data["loader"]["tasks"] = to_dict(cfg.model.meta_tasks)
+        return MultiOperatorDataModule(data, data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
     return TrajectoryDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
 
 
@@ -286,6 +288,10 @@ def predict(cfg: DictConfig) -> dict:
         from neuropde.tasks.equino import predict_equino
 
         return predict_equino(cfg, pcfg, task, dm, out, split)
+    if pcfg.model.family == "lemon":
+        from neuropde.tasks.lemon import predict_lemon
+
+        return predict_lemon(cfg, pcfg, task, dm, out, split)
     if pcfg.model.family == "sdgd_pinn":
         from neuropde.tasks.pinn import predict_pinn
 

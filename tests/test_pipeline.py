@@ -25,7 +25,7 @@ def test_every_family_has_tiny_settings_and_trains(family, data_root, tmp_path):
     cfg = compose("train", [f"experiment={family}_tiny", f"run_dir={tmp_path}"])
     metrics = train(cfg)
     keys = list(cfg.model.get("metrics", ["test/rel_l2", "val/rel_l2", "test/h1", "test/rel_l2_frame01"]))
-    if cfg.data.spec.kind == "trajectory2d":  # input -> output pairs have no persistence baseline
+    if cfg.data.spec.kind in ("trajectory2d", "multi1d"):  # input -> output pairs have no persistence baseline
         keys.append("test/rel_l2_persistence")
     else:
         assert "test/rel_l2_persistence" not in metrics
