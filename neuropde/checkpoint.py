@@ -41,10 +41,35 @@ def read(path: str | Path) -> dict:
     return ckpt
 
 
+def _merge_lora(sd: dict, own: dict, ckpt: dict, path) -> dict:
+    """A LoRA-fine-tuned checkpoint (``<layer>.base.weight``, ``<layer>.lora_A``, ``<layer>.lora_B``)
+    loaded into a model without adapters: each adapted layer becomes ``<layer>.weight`` =
+    W₀ + α·B A (what the fine-tuned model computed), with α from the checkpoint's config
+    (``model.task.lora_alpha``). Without this the base names would match nothing and the layers
+    would silently keep their random initial values."""
+    prefixes = [k[:-len(".lora_A")] for k in sd if k.endswith(".lora_A") and k not in own and
+                f"{k[:-len('.lora_A')]}.weight" in own]
+    if not prefixes:
+        return sd
+    alpha = (((ckpt.get("neuropde") or {}).get("config") or {}).get("model") or {}).get("task", {}).get("lora_alpha")
+    if alpha is None:
+        raise CheckpointError(f"init_from={path} holds LoRA adapters but no model.task.lora_alpha in its config, so "
+                              f"they cannot be merged: fine-tune from it with model.task.lora_rank > 0 instead")
+    sd = dict(sd)
+    for p in prefixes:
+        sd[f"{p}.weight"] = sd.pop(f"{p}.base.weight") + float(alpha) * sd.pop(f"{p}.lora_B") @ sd.pop(f"{p}.lora_A")
+        if f"{p}.base.bias" in sd:
+            sd[f"{p}.bias"] = sd.pop(f"{p}.base.bias")
+    log.info("init_from: merged the LoRA adapters of %d layers into their weights (alpha %s)", len(prefixes), alpha)
+    return sd
+
+
 def load_weights(task: torch.nn.Module, path: str | Path) -> int:
-    """``init_from=``: copy every weight whose name and shape match; returns how many were copied."""
-    sd = read(path)["state_dict"]
+    """``init_from=``: copy every weight whose name and shape match; returns how many were copied.
+    LoRA adapters of a fine-tuned checkpoint are merged into their layers when this model has none."""
+    ckpt = read(path)
     own = task.state_dict()
+    sd = _merge_lora(ckpt["state_dict"], own, ckpt, path)
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise CheckpointError(f"init_from={path}: no weight matches this model's names and shapes")

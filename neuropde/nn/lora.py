@@ -64,12 +64,15 @@ class LoRALinear(nn.Module):
 
 
 def add_lora(module: nn.Module, rank: int, alpha: float = 1.0, skip: tuple[str, ...] = ()) -> list[str]:
-    """Replace every ``nn.Linear`` in ``module`` (except under names containing a ``skip`` entry) by a
-    :class:`LoRALinear`, freeze every other parameter, and return the names of the adapted layers."""
+    """Replace every ``nn.Linear`` in ``module`` (except under names containing a ``skip`` entry, and
+    the output projection of ``nn.MultiheadAttention``, whose forward reads its weight directly) by
+    a :class:`LoRALinear`, freeze every other parameter, and return the names of the adapted layers."""
     for p in module.parameters():
         p.requires_grad_(False)
     adapted = []
     for name, child in list(module.named_modules()):
+        if isinstance(child, nn.MultiheadAttention):  # its forward reads out_proj.weight itself
+            continue
         for attr, sub in list(child.named_children()):
             full = f"{name}.{attr}" if name else attr
             if isinstance(sub, nn.Linear) and not any(s in full for s in skip):
