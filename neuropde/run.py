@@ -194,7 +194,8 @@ def train(cfg: DictConfig) -> dict:
     resume = str(checkpoint.resolve_path(cfg.resume)) if cfg.get("resume") else None
     if resume:
         checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
-    write_param_groups(cfg, task, out / "param_groups.txt")
+    task.configure_model()  # Lightning's hook, called early (idempotent) so that adapters (LoRA) are in place
+    write_param_groups(cfg, task, out / "param_groups.txt")  # before the update rules are listed and counted
     n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in task.net.parameters())
     log.info("model %s: %s real parameters; run dir %s", cfg.model.family, f"{n_params:,}", out)
 
