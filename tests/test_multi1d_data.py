@@ -209,6 +209,12 @@ def test_few_shot_selects_one_operator_and_evaluates_on_its_other_samples(root, 
                                    equal_nan=True)
     assert dm.stats["mean"] == pytest.approx(float(train.fields.mean()))
     assert len(next(iter(dm.train_dataloader()))["u0"]) == 2
+    batch = next(iter(dm.test_dataloader()))  # the operator is known through its shots only
+    E = batch["ctx_u0"].shape[1]
+    expected = train.fields[[e % 2 for e in range(E)]]
+    for b in range(len(batch["u0"])):
+        torch.testing.assert_close(batch["ctx_u0"][b], expected[:, 0])
+        torch.testing.assert_close(batch["ctx_target"][b], expected[:, 1:])
 
     with pytest.raises(UserError, match="leaving none to evaluate"):
         module(root, families=["burgers"], n_shots=K).dataset("val")

@@ -238,9 +238,11 @@ class MultiOperatorSet(Dataset):
     ----------
     arrays : the stored arrays of a split (see :func:`multi1d`).
     index : ndarray (N,) of the sample rows selected, in the order they are served.
+    context : the set whose samples context positions index (few-shot evaluation: the shots);
+        default this set itself.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], index: np.ndarray):
+    def __init__(self, arrays: dict[str, np.ndarray], index: np.ndarray, context: "MultiOperatorSet | None" = None):
         index = np.asarray(index, dtype=np.int64)
         self.fields = torch.from_numpy(np.ascontiguousarray(arrays["fields"][index])).float()  # (N, F, n)
         self.family = torch.from_numpy(arrays["family"][index]).long()
@@ -248,6 +250,7 @@ class MultiOperatorSet(Dataset):
         self.coefficients = torch.from_numpy(arrays["coefficients"][index]).double()
         self.times = torch.from_numpy(arrays["times"][index]).double()
         self.rows = torch.from_numpy(index)  # sample index in the stored split
+        self.context_fields = self.fields if context is None else context.fields
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -257,7 +260,7 @@ class MultiOperatorSet(Dataset):
             key = (int(key), ())
         i, ctx = key
         ctx = torch.as_tensor(ctx, dtype=torch.long)
-        traj, ctx_traj = self.fields[i], self.fields[ctx]
+        traj, ctx_traj = self.fields[i], self.context_fields[ctx]
         return {"u0": traj[0], "target": traj[1:], "ctx_u0": ctx_traj[:, 0], "ctx_target": ctx_traj[:, 1:],
                 "family": self.family[i], "operator": self.operator[i], "coefficients": self.coefficients[i]}
 
@@ -361,7 +364,9 @@ class MultiOperatorDataModule(L.LightningDataModule):
       operator of a family the nominal one), otherwise — the usual case, since each split draws its
       own coefficients — the operator's remaining training-split samples (every sample of it but the
       shots). In that case validation and test are the same samples: select checkpoints on the last
-      epoch, not on validation. ``ics_per_operator`` must exceed ``n_shots``.
+      epoch, not on validation. ``ics_per_operator`` must exceed ``n_shots``. Evaluation samples
+      take their context examples from the shots (the first ``n_context``), never from other
+      evaluation samples: the operator is known only through its shots.
 
     Use case (LeMON's transfer to a new family): pretrain with ``families: [A…]``, then fine-tune
     with ``families: [B]``, ``n_shots: 10`` — ten trajectories of one operator of B — and test on
@@ -446,7 +451,9 @@ class MultiOperatorDataModule(L.LightningDataModule):
         """The samples ``split`` serves (see :meth:`selection`)."""
         if split not in self._sets:
             source, rows = self.selection(split)
-            self._sets[split] = MultiOperatorSet(self.arrays(source), rows)
+            # few-shot evaluation: the operator is known only through its shots, so they are the context
+            shots = self.dataset("train") if self.n_shots is not None and split != "train" else None
+            self._sets[split] = MultiOperatorSet(self.arrays(source), rows, context=shots)
         return self._sets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -455,7 +462,12 @@ class MultiOperatorDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds, ld = self.dataset(split), self.loader_cfg
-        sampler = ContextSampler(ds.operator, int(ld.get("n_context", 4)), shuffle, self.seed)
+        n_context = int(ld.get("n_context", 4))
+        if ds.context_fields is not ds.fields:  # few-shot evaluation: every query sees the first shots
+            shots = tuple(i % len(ds.context_fields) for i in range(n_context))
+            sampler = [(i, shots) for i in range(len(ds))]
+        else:
+            sampler = ContextSampler(ds.operator, n_context, shuffle, self.seed)
         workers = int(ld.get("num_workers", 0))
         return DataLoader(ds, batch_size=int(ld.get("batch_size", 32)), sampler=sampler, num_workers=workers,
                           persistent_workers=workers > 0)
