@@ -108,7 +108,8 @@ def test_arrays_layout_and_every_sample_is_its_operators_simulation(root):
             assert abs(value / FAMILIES[name].nominal[key] - 1) <= 0.1
         u0 = initial_condition(name, K, n, torch.Generator().manual_seed(ic_seed))
         direct = simulate_family(name, q, u0, F).float().numpy()
-        np.testing.assert_array_equal(arrays["fields"][rows], direct)
+        # equal up to float32 rounding: multi-threaded FFTs may differ in the last bit between calls
+        np.testing.assert_allclose(arrays["fields"][rows], direct, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(arrays["times"][rows], np.tile(np.arange(F) * FAMILIES[name].frame_dt, (K, 1)))
         # the stored trajectory also follows from its stored (rounded) initial field
         again = simulate_family(name, q, torch.from_numpy(arrays["fields"][rows, 0]).double(), F)
