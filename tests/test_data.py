@@ -87,6 +87,15 @@ def test_generated_file_layout(tmp_path):
     assert data_store(cfg, tmp_path).is_complete("val")
 
 
+def test_an_empty_split_is_refused_with_the_fix(tmp_path):
+    from neuropde.errors import UserError
+
+    cfg = tiny_data_cfg()
+    cfg["samples"]["val"] = 0
+    with pytest.raises(UserError, match="data.samples.val=0"):
+        ensure_generated(cfg, tmp_path, splits=["val"], progress=False)
+
+
 def test_windows_and_train_only_statistics(tmp_path):
     fields = torch.arange(2 * 7 * 2 * 2, dtype=torch.float32).reshape(2, 7, 2, 2)
     ds = TrajectoryWindows(fields, t_in=3, t_out=2, stride=1)

@@ -52,6 +52,10 @@ def data_store(data_cfg: dict, root: str | Path) -> DataStore:
 
 def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: bool = True) -> DataStore:
     """Generate the splits that are missing or stale; return the store."""
+    for split in splits:
+        if int(data_cfg["samples"][split]) < 1:
+            raise UserError(f"data.samples.{split}={data_cfg['samples'][split]}: every split needs at least one "
+                            f"sample (set data.samples.{split}=1 or more)")
     store = data_store(data_cfg, root)
     missing = [s for s in splits if not store.is_complete(s)]
     if not missing:
