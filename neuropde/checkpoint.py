@@ -42,25 +42,35 @@ def read(path: str | Path) -> dict:
 
 
 def _merge_lora(sd: dict, own: dict, ckpt: dict, path) -> dict:
-    """A LoRA-fine-tuned checkpoint (``<layer>.base.weight``, ``<layer>.lora_A``, ``<layer>.lora_B``)
-    loaded into a model without adapters: each adapted layer becomes ``<layer>.weight`` =
-    W₀ + α·B A (what the fine-tuned model computed), with α from the checkpoint's config
-    (``model.task.lora_alpha``). Without this the base names would match nothing and the layers
-    would silently keep their random initial values."""
-    prefixes = [k[:-len(".lora_A")] for k in sd if k.endswith(".lora_A") and k not in own and
-                f"{k[:-len('.lora_A')]}.weight" in own]
-    if not prefixes:
+    """A LoRA-fine-tuned checkpoint (``<layer>.base.<name>``, ``<layer>.lora_A``, ``<layer>.lora_B``)
+    loaded into a model without adapters: each adapted layer's weight becomes W₀ + α·ΔW (what the
+    fine-tuned model computed) under its plain name, ``<layer>.weight`` for linear and 1×1-conv
+    adapters, ``<layer>.tensor`` for spectral ones (the dense tensor of a SpectralConv's weight), with
+    α from the checkpoint's config (``model.task.lora_alpha``); the other base tensors (biases) are
+    renamed. Without this the base names would match nothing and the layers would silently keep
+    their random initial values. Layers that this model adapts too are left to load as they are."""
+    from neuropde.nn.lora import lora_delta
+
+    merges = {}  # layer prefix -> name of its weight under base.
+    for k in sd:
+        if k.endswith(".lora_A") and k not in own:
+            p = k[:-len(".lora_A")]
+            name = next((n for n in ("weight", "tensor") if f"{p}.base.{n}" in sd), None)
+            if name is not None and f"{p}.{name}" in own:
+                merges[p] = name
+    if not merges:
         return sd
     alpha = (((ckpt.get("neuropde") or {}).get("config") or {}).get("model") or {}).get("task", {}).get("lora_alpha")
     if alpha is None:
         raise CheckpointError(f"init_from={path} holds LoRA adapters but no model.task.lora_alpha in its config, so "
                               f"they cannot be merged: fine-tune from it with model.task.lora_rank > 0 instead")
     sd = dict(sd)
-    for p in prefixes:
-        sd[f"{p}.weight"] = sd.pop(f"{p}.base.weight") + float(alpha) * sd.pop(f"{p}.lora_B") @ sd.pop(f"{p}.lora_A")
-        if f"{p}.base.bias" in sd:
-            sd[f"{p}.bias"] = sd.pop(f"{p}.base.bias")
-    log.info("init_from: merged the LoRA adapters of %d layers into their weights (alpha %s)", len(prefixes), alpha)
+    for p, name in merges.items():
+        w = sd.pop(f"{p}.base.{name}")
+        sd[f"{p}.{name}"] = w + lora_delta(sd.pop(f"{p}.lora_A"), sd.pop(f"{p}.lora_B"), float(alpha), w.shape)
+        for k in [k for k in sd if k.startswith(f"{p}.base.")]:
+            sd[f"{p}.{k[len(p) + len('.base.'):]}"] = sd.pop(k)
+    log.info("init_from: merged the LoRA adapters of %d layers into their weights (alpha %s)", len(merges), alpha)
     return sd
 
 

@@ -31,11 +31,34 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # --------------------------------------------------------------------------------------- helpers
+def predict_shorthands(argv: list[str]) -> list[str]:
+    """Rewrite the two shorthands of ``predict.py`` into plain Hydra overrides.
+
+    - predict.yaml has no data node of its own (the checkpoint carries it), so without `data=<name>`
+      an edit like `data.resolution=128` is appended to the empty node (`+data.resolution=128`).
+    - `refine=true|false` means `refine.enabled=true|false` (`refine` is a config node of settings);
+      the same for `assimilate=true|false`.
+    """
+    swap = any(a.startswith("data=") for a in argv)
+    out = []
+    for a in argv:
+        if a.startswith("data.") and not swap:
+            a = "+" + a
+        elif a.lower() in ("refine=true", "refine=false", "assimilate=true", "assimilate=false"):
+            name, value = a.split("=", 1)
+            a = f"{name.lower()}.enabled={value.lower()}"
+        out.append(a)
+    return out
+
+
 def compose_config(config: str, overrides: list[str] | None = None) -> DictConfig:
     """``conf/<config>.yaml`` with command-line style overrides, without the command line
-    (experiment scripts, notebooks): ``train(compose_config("train", ["model=fno"]))``."""
+    (experiment scripts, notebooks): ``train(compose_config("train", ["model=fno"]))``;
+    ``predict`` configs take the same shorthands as ``predict.py``."""
     from hydra import compose, initialize_config_dir
 
+    if config == "predict":
+        overrides = predict_shorthands(list(overrides or []))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config, overrides=list(overrides or []))
 

@@ -43,12 +43,21 @@ import torch
 HERE = Path(__file__).resolve().parent
 PRETRAIN_FAMILIES = ("advection", "heat", "kdv", "ks", "fisher_kpp", "allen_cahn", "wave", "klein_gordon")
 HELD_OUT = "burgers"
-METHODS = ("scratch", "finetune", "lora", "meta")
+METHODS = ("scratch", "finetune", "lora", "lora_all", "meta")
+ADAPTED = METHODS[1:]  # the methods that start from a pretrained network
 FINETUNE_EPOCHS = 100  # full batch of the ten shots: one step per epoch
 MODES = {
     "quick": {"seeds": (0, 1, 2), "ks": (8, 4, 2, 1), "meta_ks": (8, 4, 2, 1),
               "pretrain": [], "meta": ["trainer.max_steps=500", "trainer.val_check_interval=250"],
               "finetune": ["optimizer.lr=3e-4"], "lora": ["optimizer.lr=3e-3", "model.task.lora_rank=4"],
+              "lora_all": ["optimizer.lr=3e-3", "model.task.lora_rank=4",
+                           "model.task.lora_targets=[linear,conv1x1,spectral]"],
+              "operators": 5, "random_subsets": True,
+              # zero-shot: 4 new operators per pretraining family within the training spread (±10 %)
+              # and outside it (±30 %), a data seed no training set used
+              "zeroshot": {"id": ["data.name=multi1d_quick_zs_id", "data.seed=2", "data.samples.test=720"],
+                           "ood": ["data.name=multi1d_quick_zs_ood", "data.seed=2", "data.samples.test=720",
+                                   "data.generator.spread=0.3"]},
               # the from-scratch baseline at other fine-tuning budgets (k = 8): is the gap only the lr?
               "sensitivity": {"lr1e-3": ["optimizer.lr=1e-3"],
                               "lr1e-3_300epochs": ["optimizer.lr=1e-3", "trainer.max_epochs=300",
@@ -58,12 +67,27 @@ MODES = {
                           "data.spec.t_out=63", "trainer.accelerator=auto", "trainer.max_steps=20000",
                           "trainer.val_check_interval=2000"],
              "meta": ["trainer.max_steps=5000", "trainer.val_check_interval=1000"],
-             "finetune": ["optimizer.lr=3e-4"], "lora": ["optimizer.lr=3e-3", "model.task.lora_rank=4"]},
+             "finetune": ["optimizer.lr=3e-4"], "lora": ["optimizer.lr=3e-3", "model.task.lora_rank=4"],
+             "lora_all": ["optimizer.lr=3e-3", "model.task.lora_rank=4",
+                          "model.task.lora_targets=[linear,conv1x1,spectral]"],
+             "operators": 10,
+             "zeroshot": {"id": ["data.name=multi1d_full_zs_id", "data.seed=2", "data.samples.test=1440"],
+                          "ood": ["data.name=multi1d_full_zs_ood", "data.seed=2", "data.samples.test=1440",
+                                  "data.generator.spread=0.3"]}},
 }
 
 
 def families_override(k: int) -> str:
     return f"data.families=[{','.join(PRETRAIN_FAMILIES[:k])}]"
+
+
+def random_families(k: int, seed: int) -> list[str]:
+    """k of the eight pretraining families drawn at random (seeded by k and the seed, so every seed
+    sees another subset): with the families always taken in one order, "more families" and "these
+    families" are confounded."""
+    import random
+
+    return sorted(random.Random(1000 * k + seed).sample(PRETRAIN_FAMILIES, k), key=PRETRAIN_FAMILIES.index)
 
 
 def train_once(run: Path, overrides: list[str]) -> dict:
@@ -78,10 +102,11 @@ def train_once(run: Path, overrides: list[str]) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def finetune_overrides(cfg: dict, seed: int) -> list[str]:
-    """Few-shot fine-tuning on ten trajectories of the first burgers operator of the training split."""
+def finetune_overrides(cfg: dict, seed: int, operator: int = 0) -> list[str]:
+    """Few-shot fine-tuning on ten trajectories of the ``operator``-th burgers operator of the
+    training split, tested on its other ten."""
     return [*cfg["pretrain"], "stage=finetune", f"data.families=[{HELD_OUT}]", "data.n_shots=10",
-            "data.shot_operator=0", "data.loader.batch_size=10", "scheduler=none", "trainer.max_steps=-1",
+            f"data.shot_operator={operator}", "data.loader.batch_size=10", "scheduler=none", "trainer.max_steps=-1",
             f"trainer.max_epochs={FINETUNE_EPOCHS}", f"trainer.check_val_every_n_epoch={FINETUNE_EPOCHS}",
             "trainer.val_check_interval=1.0", f"seed={seed}"]
 
@@ -91,51 +116,94 @@ def summary(metrics: dict, run: Path) -> dict:
             "train_seconds": metrics.get("train_seconds"), "run_dir": str(run)}
 
 
-def run_grid(mode: str, out: Path, seeds, ks, meta_ks) -> dict:
+def adapt(out: Path, name: str, overrides: list[str], cfg: dict, seed: int, operators: int) -> dict:
+    """Fine-tune on the ten shots of each of the first ``operators`` held-out operators, one run
+    each (dir ``<name>`` for operator 0, as the first study; ``<name>_op<j>`` after it); the
+    seed's figure is the mean over operators."""
+    per_op = []
+    for j in range(operators):
+        run = out / (name if j == 0 else f"{name}_op{j}")
+        per_op.append(summary(train_once(run, [*finetune_overrides(cfg, seed, j), *overrides]), run))
+    return {"rel_l2": statistics.mean(r["rel_l2"] for r in per_op),
+            "persistence": statistics.mean(r["persistence"] for r in per_op if r["persistence"] is not None),
+            "per_operator": [r["rel_l2"] for r in per_op], "run_dirs": [r["run_dir"] for r in per_op]}
+
+
+def zero_shot(out: Path, ckpt: Path, split_name: str, overrides: list[str]) -> dict:
+    """``predict.py`` of a pretrained run on new operators of its own families (no adaptation: the
+    operator is known only through the context examples); errors overall and per family."""
+    from neuropde.run import compose_config, predict
+
+    run = out / f"zeroshot_{split_name}_{ckpt.name}"
+    if not (run / "metrics.json").exists():
+        predict(compose_config("predict", [f"ckpt={ckpt}", *overrides, f"run_dir={run}", "n_plots=0"]))
+    m = json.loads((run / "metrics.json").read_text())
+    return {"rel_l2": m["test/rel_l2"], "by_family": m["test/rel_l2_by_family"], "samples": m["samples"]}
+
+
+def run_grid(mode: str, out: Path, seeds, ks, meta_ks, operators: int) -> dict:
     cfg = MODES[mode]
-    runs: dict = {"pretrain": {}, "meta_pretrain": {}, **{m: {} for m in METHODS}}
+    runs: dict = {"pretrain": {}, "meta_pretrain": {}, "zeroshot": {}, **{m: {} for m in METHODS}}
     for seed in seeds:
-        run = out / f"scratch_seed{seed}"
-        m = train_once(run, [*finetune_overrides(cfg, seed), *cfg["finetune"]])  # the fine-tuning lr too
-        runs["scratch"].setdefault("any", {})[seed] = summary(m, run)
+        runs["scratch"].setdefault("any", {})[seed] = adapt(out, f"scratch_seed{seed}", cfg["finetune"], cfg,
+                                                           seed, operators)  # the fine-tuning lr too
     for k in ks:
         for seed in seeds:
             pre = out / f"pretrain_k{k}_seed{seed}"
             m = train_once(pre, [*cfg["pretrain"], families_override(k), f"seed={seed}"])
             runs["pretrain"].setdefault(k, {})[seed] = summary(m, pre)
-            for method, extra in (("finetune", cfg["finetune"]), ("lora", cfg["lora"])):
-                run = out / f"{method}_k{k}_seed{seed}"
-                m = train_once(run, [*finetune_overrides(cfg, seed), f"init_from={pre}", *extra])
-                runs[method].setdefault(k, {})[seed] = summary(m, run)
+            for method in ("finetune", "lora", "lora_all"):
+                extra = cfg[method]
+                runs[method].setdefault(k, {})[seed] = adapt(out, f"{method}_k{k}_seed{seed}",
+                                                             [f"init_from={pre}", *extra], cfg, seed, operators)
             if k in meta_ks:
                 meta = out / f"meta_pretrain_k{k}_seed{seed}"
                 m = train_once(meta, [*cfg["pretrain"], "stage=meta", families_override(k), f"seed={seed}",
                                       *cfg["meta"]])
                 runs["meta_pretrain"].setdefault(k, {})[seed] = summary(m, meta)
-                run = out / f"meta_k{k}_seed{seed}"
-                m = train_once(run, [*finetune_overrides(cfg, seed), f"init_from={meta}", *cfg["finetune"]])
-                runs["meta"].setdefault(k, {})[seed] = summary(m, run)
-    runs["sensitivity"] = {}
+                runs["meta"].setdefault(k, {})[seed] = adapt(out, f"meta_k{k}_seed{seed}",
+                                                             [f"init_from={meta}", *cfg["finetune"]], cfg, seed,
+                                                             operators)
     top = max(ks)
+    # the same with a random subset of k families per seed (fine-tuning and all-layer LoRA only)
+    runs["random_subsets"] = {"families": {}, "finetune": {}, "lora_all": {}}
+    for k in (ks if cfg.get("random_subsets") else ()):
+        for seed in seeds:
+            fams = list(PRETRAIN_FAMILIES) if k == len(PRETRAIN_FAMILIES) else random_families(k, seed)
+            pre = out / (f"pretrain_k{k}_seed{seed}" if k == len(PRETRAIN_FAMILIES) else f"pretrain_rk{k}_seed{seed}")
+            train_once(pre, [*cfg["pretrain"], f"data.families=[{','.join(fams)}]", f"seed={seed}"])
+            runs["random_subsets"]["families"].setdefault(k, {})[seed] = fams
+            for method in ("finetune", "lora_all"):
+                name = f"{method}_k{k}_seed{seed}" if k == len(PRETRAIN_FAMILIES) else f"{method}_rk{k}_seed{seed}"
+                runs["random_subsets"][method].setdefault(k, {})[seed] = adapt(
+                    out, name, [f"init_from={pre}", *cfg[method]], cfg, seed, operators)
+    for seed in seeds:  # zero-shot on unseen coefficients of the pretraining families, k = top
+        for split_name, overrides in cfg.get("zeroshot", {}).items():
+            for kind in ("pretrain", "meta_pretrain"):
+                ckpt = out / f"{kind}_k{top}_seed{seed}"
+                if ckpt.exists():
+                    runs["zeroshot"].setdefault(split_name, {}).setdefault(kind, {})[seed] = \
+                        zero_shot(out, ckpt, split_name, overrides)
+    runs["sensitivity"] = {}
     for name, extra in cfg.get("sensitivity", {}).items():
         for seed in seeds:
             for method in ("scratch", "finetune"):
-                run = out / f"sensitivity_{name}_{method}_seed{seed}"
                 init = [f"init_from={out / f'pretrain_k{top}_seed{seed}'}"] if method == "finetune" else []
-                m = train_once(run, [*finetune_overrides(cfg, seed), *init, *extra])
-                runs["sensitivity"].setdefault(name, {}).setdefault(method, {})[seed] = summary(m, run)
+                runs["sensitivity"].setdefault(name, {}).setdefault(method, {})[seed] = adapt(
+                    out, f"sensitivity_{name}_{method}_seed{seed}", [*init, *extra], cfg, seed, operators)
     return runs
 
 
-def plot(by_k: dict, scratch: list[float], file: Path) -> None:
+def plot(by_k: dict, scratch: list[float], file: Path, random_subsets: dict | None = None) -> None:
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in ("finetune", "lora", "meta"):
+    colors = {m: f"C{i}" for i, m in enumerate(ADAPTED)}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for method in ADAPTED:
         ks = sorted(int(k) for k in by_k.get(method, {}))
         if not ks:
             continue
@@ -143,13 +211,19 @@ def plot(by_k: dict, scratch: list[float], file: Path) -> None:
         mean = [statistics.mean(v) for v in values]
         ax.errorbar(ks, mean, yerr=[[m - min(v) for m, v in zip(mean, values)],
                                     [max(v) - m for m, v in zip(mean, values)]],
-                    marker="o", capsize=3, label=f"pretrain ({method})" if method != "meta" else "meta-learned")
+                    marker="o", capsize=3, color=colors[method],
+                    label=f"pretrain ({method})" if method != "meta" else "meta-learned")
+    for method, values in (random_subsets or {}).items():  # {method: {k: [seeds]}}, a random subset per seed
+        ks = sorted(int(k) for k in values)
+        if ks:
+            ax.plot(ks, [statistics.mean(values[str(k)]) for k in ks], ls=":", marker="s", color=colors[method],
+                    label=f"pretrain ({method}), random families")
     ax.axhline(statistics.mean(scratch), color="k", ls="--", label="from scratch")
     ax.set(xscale="log", yscale="log", xticks=[1, 2, 4, 8], xticklabels=["1", "2", "4", "8"],
            xlabel="pretraining families", ylabel=f"relative L2 on {HELD_OUT} (10 shots)",
-           title="held-out family, mean and range over seeds")
+           title=f"held-out {HELD_OUT}: 10 shots of each held-out operator, mean and range over seeds")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(file, dpi=110)
@@ -165,6 +239,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="*", type=int, help="subset of the mode's seeds")
     p.add_argument("--ks", nargs="*", type=int, help="numbers of pretraining families (default 8 4 2 1)")
     p.add_argument("--meta-k", nargs="*", type=int, help="k at which to meta-train (quick default: 8)")
+    p.add_argument("--operators", type=int, help="held-out operators adapted to, one at a time (quick: 5)")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
     cfg = MODES[mode]
@@ -172,17 +247,18 @@ def main() -> None:
     ks = tuple(args.ks) if args.ks else cfg["ks"]
     meta_ks = tuple(args.meta_k) if args.meta_k is not None else cfg["meta_ks"]
     t0 = time.perf_counter()
-    runs = run_grid(mode, Path(args.out) / mode, seeds, ks, meta_ks)
+    operators = args.operators or cfg["operators"]
+    runs = run_grid(mode, Path(args.out) / mode, seeds, ks, meta_ks, operators)
 
     scratch = [runs["scratch"]["any"][s]["rel_l2"] for s in seeds]
     by_k = {m: {k: [by_seed[s]["rel_l2"] for s in seeds] for k, by_seed in runs[m].items()}
-            for m in ("finetune", "lora", "meta")}
+            for m in ADAPTED}
     by_k["scratch"] = {k: scratch for k in ks}
     top = max(ks)
     results = {"mode": mode, "held_out": HELD_OUT, "pretraining_families": list(PRETRAIN_FAMILIES),
-               "shots": 10, "finetune_epochs": FINETUNE_EPOCHS, "seeds": list(seeds), "k_reported": top,
+               "shots": 10, "heldout_operators": operators, "finetune_epochs": FINETUNE_EPOCHS, "seeds": list(seeds), "k_reported": top,
                "heldout_scratch_rel_l2": scratch}
-    for m in ("finetune", "meta", "lora"):
+    for m in ADAPTED:
         results[f"heldout_{m}_rel_l2"] = by_k[m].get(top)
     results["persistence_rel_l2"] = runs["scratch"]["any"][seeds[0]]["persistence"]
     results["by_k"] = {m: {str(k): v for k, v in sorted(t.items())} for m, t in by_k.items()}
@@ -191,13 +267,31 @@ def main() -> None:
     best = min((statistics.mean(v), m) for m in ("finetune", "meta") if (v := by_k[m].get(top)))
     results["acceptance"] = {
         "ratio_to_scratch": {m: statistics.mean(by_k[m][top]) / statistics.mean(scratch)
-                             for m in ("finetune", "meta", "lora") if by_k[m].get(top)},
+                             for m in ADAPTED if by_k[m].get(top)},
         "half_of_scratch": best[0] <= 0.5 * statistics.mean(scratch), "best_method": best[1]}
-    for m in ("finetune", "meta", "lora"):  # mean over seeds at every k, k increasing
+    for m in ADAPTED:  # mean over seeds at every k, k increasing
         means = [statistics.mean(by_k[m][k]) for k in sorted(by_k[m])]
         results["acceptance"][f"{m}_mean_by_k"] = dict(zip((str(k) for k in sorted(by_k[m])), means))
         results["acceptance"][f"{m}_falls_with_families"] = (len(means) > 1 and
                                                             all(a >= b for a, b in zip(means, means[1:])))
+    results["by_k_per_operator"] = {m: {str(k): [by_seed[s]["per_operator"] for s in seeds]
+                                        for k, by_seed in sorted(runs[m].items())} for m in ADAPTED}
+    results["scratch_per_operator"] = [runs["scratch"]["any"][s]["per_operator"] for s in seeds]
+    results["zeroshot_rel_l2"] = {split: {kind: [r[s]["rel_l2"] for s in seeds if s in r] for kind, r in by_kind.items()}
+                                  for split, by_kind in runs["zeroshot"].items()}
+    results["zeroshot_by_family"] = {split: {kind: {f: statistics.mean(r[s]["by_family"][f] for s in seeds if s in r)
+                                                    for f in next(iter(r.values()))["by_family"]}
+                                             for kind, r in by_kind.items()}
+                                     for split, by_kind in runs["zeroshot"].items()}
+    rs = runs["random_subsets"]
+    results["random_subsets"] = {
+        "families": {str(k): [v[s] for s in seeds] for k, v in sorted(rs["families"].items())},
+        **{m: {str(k): [v[s]["rel_l2"] for s in seeds] for k, v in sorted(rs[m].items())} for m in ("finetune", "lora_all")}}
+    for m in ("finetune", "lora_all"):
+        means = [statistics.mean(v) for _, v in sorted((int(k), v) for k, v in results["random_subsets"][m].items())]
+        results["acceptance"][f"random_subsets_{m}_mean_by_k"] = means
+        results["acceptance"][f"random_subsets_{m}_falls_with_families"] = (
+            len(means) > 1 and all(a >= b for a, b in zip(means, means[1:])))
     results["sensitivity"] = {name: {m: [r[s]["rel_l2"] for s in seeds] for m, r in by_method.items()}
                               for name, by_method in runs["sensitivity"].items()}
     results.update({"runs": {m: {str(k): v for k, v in r.items()} for m, r in runs.items()},
@@ -209,15 +303,22 @@ def main() -> None:
 
     (HERE / "results").mkdir(exist_ok=True)
     atomic_write_json(HERE / "results" / f"{mode}.json", results)
-    plot(by_k, scratch, HERE / "results" / f"{mode}_error_vs_families.png")
+    plot(by_k, scratch, HERE / "results" / f"{mode}_error_vs_families.png",
+         {m: v for m, v in results["random_subsets"].items() if m != "families"})
     print(f"held-out {HELD_OUT}, 10 shots, relative L2 (persistence {results['persistence_rel_l2']:.4f})")
     print(f"{'method':10s}" + "".join(f"   k={k:<10d}" for k in sorted(ks)))
-    for m in ("scratch", "finetune", "lora", "meta"):
+    for m in METHODS:
         cells = [f"{statistics.mean(by_k[m][k]):.4f}±{statistics.pstdev(by_k[m][k]):.4f}" if k in by_k[m]
                  else "       -      " for k in sorted(ks)]
         print(f"{m:10s}" + "".join(f"  {c:12s}" for c in cells))
     for name, by_method in results["sensitivity"].items():
         print(f"k={top}, fine-tuning {name}: " + ", ".join(f"{m} {statistics.mean(v):.4f}" for m, v in by_method.items()))
+    for m in ("finetune", "lora_all"):
+        if results["random_subsets"][m]:
+            print(f"{m:10s} random subsets: " + "  ".join(f"k={k} {statistics.mean(v):.4f}"
+                                                          for k, v in results["random_subsets"][m].items()))
+    for split, by_kind in results["zeroshot_rel_l2"].items():
+        print(f"zero-shot ({split}), k={top}: " + ", ".join(f"{kind} {statistics.mean(v):.4f}" for kind, v in by_kind.items()))
     print("acceptance:", json.dumps(results["acceptance"]))
 
 

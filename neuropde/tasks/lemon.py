@@ -24,7 +24,7 @@ from torch.func import functional_call
 
 from neuropde.errors import UserError
 from neuropde.losses import rel_l2, rel_l2_per_frame
-from neuropde.nn.lora import add_lora
+from neuropde.nn.lora import TARGETS as LORA_TARGETS, add_lora
 from neuropde.tasks.base import BaseTask
 
 __all__ = ["LeMONTask", "adapt", "leave_one_out_context"]
@@ -72,9 +72,11 @@ class LeMONTask(BaseTask):
     first_order : FOMAML (default); False backpropagates through every inner step (second order).
     outer_grad_clip : norm clipping of the outer gradient in ``stage=meta`` (manual optimisation
         cannot use ``trainer.gradient_clip_val``); None: off. The reference clips at 1.0.
-    lora_rank, lora_alpha, lora_skip : ``stage=finetune`` only: rank > 0 wraps every nn.Linear of
-        the net (names containing a ``lora_skip`` entry excepted) in a LoRA adapter y = W x +
-        α·B A x and freezes all other weights; 0 fine-tunes every weight.
+    lora_rank, lora_alpha, lora_skip, lora_targets : ``stage=finetune`` only: rank > 0 wraps every
+        layer of the kinds in ``lora_targets`` (``linear``: nn.Linear, the default; ``conv1x1``: 1×1
+        convolutions; ``spectral``: the FNO's spectral weights, per mode) of the net, names
+        containing a ``lora_skip`` entry excepted, in a LoRA adapter W = W₀ + α·B A
+        (:mod:`neuropde.nn.lora`) and freezes all other weights; 0 fine-tunes every weight.
     input_noise : additive Gaussian noise on the network inputs during training, relative to each
         field's RMS (reference: 0.02; 0 for clean comparisons, pitfall 9).
     fewshot_steps, fewshot_lr : adaptation at evaluation on meta-format batches (support -> query):
@@ -85,7 +87,8 @@ class LeMONTask(BaseTask):
                  stage: str = "pretrain", loss: str = "rel_l2", inner_steps: int = 5, inner_lr: float = 0.005,
                  learn_inner_lr: bool = False, inner_lr_max: float = 0.05, inner_grad_clip: float | None = 1.0,
                  first_order: bool = True, outer_grad_clip: float | None = None, lora_rank: int = 0,
-                 lora_alpha: float = 1.0, lora_skip: tuple[str, ...] | list[str] = (), input_noise: float = 0.0,
+                 lora_alpha: float = 1.0, lora_skip: tuple[str, ...] | list[str] = (),
+                 lora_targets: tuple[str, ...] | list[str] = ("linear",), input_noise: float = 0.0,
                  fewshot_steps: int = 20, fewshot_lr: float | None = None):
         super().__init__(optimizer, scheduler, stats)
         if stage not in STAGES:
@@ -95,6 +98,9 @@ class LeMONTask(BaseTask):
         if int(lora_rank) < 0 or (int(lora_rank) > 0 and stage != "finetune"):
             raise UserError(f"model.task.lora_rank={lora_rank}: LoRA adapts a pre-trained model, so it needs "
                             "stage=finetune and a rank >= 1 (0 turns it off)")
+        lora_targets = tuple(lora_targets)
+        if not lora_targets or not set(lora_targets) <= set(LORA_TARGETS):
+            raise UserError(f"model.task.lora_targets={list(lora_targets)}: choose among {', '.join(LORA_TARGETS)}")
         if int(inner_steps) < 0 or int(fewshot_steps) < 0:
             raise UserError("model.task.inner_steps and fewshot_steps must be >= 0")
         if not float(inner_lr) > 0:
@@ -111,6 +117,7 @@ class LeMONTask(BaseTask):
         self.first_order = bool(first_order)
         self.outer_grad_clip = float(outer_grad_clip) if outer_grad_clip else None
         self.lora_rank, self.lora_alpha, self.lora_skip = int(lora_rank), float(lora_alpha), tuple(lora_skip)
+        self.lora_targets = lora_targets
         self.lora_applied = False
         self.input_noise = float(input_noise)
         self.fewshot_steps = int(fewshot_steps)
@@ -125,7 +132,7 @@ class LeMONTask(BaseTask):
 
     # --------------------------------------------------------------------------------- LoRA
     def apply_lora(self) -> list[str]:
-        """Wrap the net's nn.Linear layers in LoRA adapters (base frozen); idempotent.
+        """Wrap the net's layers of the kinds in ``lora_targets`` in LoRA adapters (base frozen); idempotent.
 
         Done when the model is configured for fitting (:meth:`configure_model`), not in the
         constructor, so that ``init_from=`` a pre-trained checkpoint (plain nn.Linear names) loads
@@ -134,10 +141,11 @@ class LeMONTask(BaseTask):
         if self.lora_applied or self.lora_rank == 0:
             return []
         try:
-            names = add_lora(self.net, self.lora_rank, self.lora_alpha, self.lora_skip)
+            names = add_lora(self.net, self.lora_rank, self.lora_alpha, self.lora_skip, self.lora_targets)
         except ValueError as err:
             raise UserError(f"model.task.lora_rank={self.lora_rank}: {err} (the fno backbone without context "
-                            "has none: use lora_rank=0)") from None
+                            "has no nn.Linear: add conv1x1 and spectral to model.task.lora_targets, or use "
+                            "lora_rank=0)") from None
         self.lora_applied = True
         return names
 
@@ -146,7 +154,8 @@ class LeMONTask(BaseTask):
             self.apply_lora()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        if self.lora_rank and any(k.endswith("lora_A") for k in state_dict):
+        # adapters of every kind end in lora_A (LoRALinear, LoRAConv1x1, LoRASpectralWeight)
+        if self.lora_rank and any(k.endswith(".lora_A") for k in state_dict):
             self.apply_lora()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
