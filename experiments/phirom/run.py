@@ -2,7 +2,8 @@
 horizon (arXiv 2505.14595; README.md here).
 
     python experiments/phirom/run.py --quick   # CPU: parametric Burgers (data=burgers_nu), 3 seeds
-    python experiments/phirom/run.py --full    # GPU machine: longer training, also 5 % observations
+    python experiments/phirom/run.py --full    # GPU machine: longer Burgers training, then ns2d
+    python experiments/phirom/run.py --full --studies ns2d   # GPU machine: ns2d alone
 
 Each run is ``python train.py experiment=phirom_quick`` with ``model.task.dynamics_target=solver``
 (Φ-ROM: Ψ fitted to the latent velocity that reproduces the data solver's time derivative, the
@@ -18,6 +19,10 @@ reused, so an interrupted study resumes.
 Writes ``results/<mode>.json``: ``phirom_extrap_rel_l2`` and ``dataonly_extrap_rel_l2`` (lists over
 seeds, full observations) and their ``interp`` and ``sparse`` (5 %) counterparts, every run's
 metrics and per-frame errors, and ``results/<mode>_error_vs_time.png``.
+
+``--full`` also runs the ns2d study (``experiment=phirom_ns2d``: 2-D Navier–Stokes vorticity at 64²,
+the reference's NS settings, horizon 50 frames, evaluation to 100; 5 % observations = 205 sensors)
+into ``results/full_ns2d.json``, with the same two methods; it has not been run yet.
 """
 from __future__ import annotations
 
@@ -34,21 +39,27 @@ import torch
 HERE = Path(__file__).resolve().parent
 METHODS = {"phirom": "solver", "dataonly": "latent"}
 MODES = {
-    "quick": {"seeds": (0, 1, 2), "observations": {"full": 1.0, "sparse": 0.05},
+    "quick": {"experiment": "phirom_quick", "data": "burgers_nu", "train_frames": 40, "frames": 80,
+              "seeds": (0, 1, 2), "observations": {"full": 1.0, "sparse": 0.05},
               "extra": ["trainer.enable_progress_bar=false"]},
-    "full": {"seeds": (0, 1, 2), "observations": {"full": 1.0, "sparse": 0.05},
+    "full": {"experiment": "phirom_quick", "data": "burgers_nu", "train_frames": 40, "frames": 80,
+             "seeds": (0, 1, 2), "observations": {"full": 1.0, "sparse": 0.05},
              "extra": ["trainer.enable_progress_bar=false", "trainer.max_epochs=2000", "trainer.accelerator=auto",
                        "model.task.evolve_start=500"]},
+    "full_ns2d": {"experiment": "phirom_ns2d", "data": "ns2d_rom", "train_frames": 50, "frames": 100,
+                  "seeds": (0, 1, 2), "observations": {"full": 1.0, "sparse": 0.05},
+                  "extra": ["trainer.enable_progress_bar=false"]},
 }
+STUDIES = {"quick": {"burgers": "quick"}, "full": {"burgers": "full", "ns2d": "full_ns2d"}}
 
 
-def run_one(run: Path, method: str, fraction: float, seed: int, extra: list[str]) -> dict:
+def run_one(run: Path, experiment: str, method: str, fraction: float, seed: int, extra: list[str]) -> dict:
     """Train (unless done), then predict the test split; returns the metrics of both."""
     from neuropde.run import compose_config, predict, train
 
     if not (run / "metrics.json").exists():
         t0 = time.perf_counter()
-        train(compose_config("train", ["experiment=phirom_quick", f"model.task.dynamics_target={METHODS[method]}",
+        train(compose_config("train", [f"experiment={experiment}", f"model.task.dynamics_target={METHODS[method]}",
                                        f"model.task.obs_fraction={fraction}", f"seed={seed}", *extra,
                                        f"run_dir={run}"]))
         print(f"{run.name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -88,11 +99,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: parametric Burgers, 3 seeds")
-    g.add_argument("--full", action="store_true", help="GPU machine: longer training")
+    g.add_argument("--full", action="store_true", help="GPU machine: longer Burgers training, then ns2d")
     p.add_argument("--out", default=str(HERE / "runs"))
     p.add_argument("--observations", nargs="*", help="subset of: full sparse")
+    p.add_argument("--studies", nargs="*", help="subset of: burgers ns2d (--full runs both)")
     args = p.parse_args()
-    mode = "quick" if args.quick else "full"
+    studies = STUDIES["quick" if args.quick else "full"]
+    for name, mode in studies.items():
+        if not args.studies or name in args.studies:
+            study(mode, args)
+
+
+def study(mode: str, args) -> None:
+    """Both methods × seeds × observation fractions of one mode; writes results/<mode>.json and the plot."""
     cfg = MODES[mode]
     observations = {k: v for k, v in cfg["observations"].items() if not args.observations or k in args.observations}
     t0 = time.perf_counter()
@@ -101,9 +120,9 @@ def main() -> None:
         for seed in cfg["seeds"]:
             for method in METHODS:
                 run = Path(args.out) / mode / f"{obs}_{method}_seed{seed}"
-                runs.setdefault(obs, {}).setdefault(method, {})[seed] = run_one(run, method, fraction, seed,
-                                                                                 cfg["extra"])
-    results = {"mode": mode, "data": "burgers_nu", "train_frames": 40, "frames": 80}
+                runs.setdefault(obs, {}).setdefault(method, {})[seed] = run_one(run, cfg["experiment"], method,
+                                                                                 fraction, seed, cfg["extra"])
+    results = {"mode": mode, "data": cfg["data"], "train_frames": cfg["train_frames"], "frames": cfg["frames"]}
     for obs, by_method in runs.items():
         suffix = "" if obs == "full" else f"_{obs}"
         for method, by_seed in by_method.items():

@@ -16,7 +16,7 @@ from neuropde.errors import UserError
 
 
 class IndexedSnapshots(Dataset):
-    """Item k -> (trajectory index i, frame j, field (n,)) for every i and every j < ``frames``."""
+    """Item k -> (trajectory index i, frame j, field (n,) or (n, n)) for every i and every j < ``frames``."""
 
     def __init__(self, fields: torch.Tensor, frames: int):
         if not 1 <= frames <= fields.shape[1]:
@@ -33,7 +33,7 @@ class IndexedSnapshots(Dataset):
 
 
 class IndexedTrajectories(Dataset):
-    """Item i -> (i, whole trajectory (T, n), PDE parameters (p,); p = 0 for a non-parametric set)."""
+    """Item i -> (i, whole trajectory (T, n) or (T, n, n), PDE parameters (p,); p = 0 for a non-parametric set)."""
 
     def __init__(self, fields: torch.Tensor, params: torch.Tensor):
         self.fields, self.params = fields, params
@@ -77,7 +77,8 @@ class SnapshotDataModule(TrajectoryDataModule):
         self.params: dict[str, torch.Tensor] = {}
 
     def load(self, split: str) -> torch.Tensor:
-        """Fields (samples, T, n) of a split; its parameters (samples, p) go to ``self.params``."""
+        """Fields (samples, T, n) or (samples, T, n, n) of a split; its parameters (samples, p) go to
+        ``self.params``."""
         if split not in self.splits:
             arrays = ensure_generated(self.cfg, self.root, splits=[split], progress=self.progress).read_arrays(split)
             fields = torch.from_numpy(arrays["fields"])

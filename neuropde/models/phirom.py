@@ -31,9 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import jacfwd, vmap
 
+from neuropde.errors import UserError
 from neuropde.losses import rel_l2
 
-__all__ = ["scale_coordinates", "SineMLPDecoder", "HyperDecoder", "LatentDynamics", "bosh3_step",
+__all__ = ["scale_coordinates", "SineMLPDecoder", "HyperDecoder", "make_decoder", "LatentDynamics", "bosh3_step",
            "rollout", "LatentVelocity", "latent_velocity", "random_subset", "gather_points",
            "fit_latent", "relative_l2", "dynamics_loss"]
 
@@ -153,6 +154,26 @@ class HyperDecoder(_Decoder):
             pre = shift[..., i, :] if h is None else h @ self.weight[i - 1].T + shift[..., i, :]
             h = pre * filt
         return self.out(h)
+
+
+DECODERS = ("mlp", "hyper")
+
+
+def make_decoder(kind: str, coord_dim: int, latent_dim: int, out_channels: int = 1, width: int = 32,
+                 depth: int = 4, w0: float = 1.0) -> _Decoder:
+    """A decoder by the reference's name, so that one config entry (``model.net``) serves both.
+
+    ``kind="mlp"``: :class:`SineMLPDecoder` with ``depth`` sine layers of frequency factor ``w0``
+    (the reference's Burgers/LBM decoder). ``kind="hyper"``: :class:`HyperDecoder` with ``depth``
+    filters (the reference's NS/KdV/diffusion decoder; ``w0`` is unused: its filter frequencies Ω
+    are trained). Both take any ``coord_dim``: the MLP's first layer and the filters ``x Ω`` mix
+    the coordinate axes linearly, so 2-D points need nothing per axis.
+    """
+    if kind == "mlp":
+        return SineMLPDecoder(coord_dim, latent_dim, out_channels, width=width, depth=depth, w0=w0)
+    if kind == "hyper":
+        return HyperDecoder(coord_dim, latent_dim, out_channels, width=width, n_layers=depth)
+    raise UserError(f"model.net.kind={kind}: choose one of {', '.join(DECODERS)}")
 
 
 # --- Latent dynamics and time integration ----------

@@ -14,9 +14,14 @@ Evaluation (val/test/predict): α₀ fitted to the first frame (``fit_steps`` of
 the training α₀ whose field is nearest, from all points or a ``fit_fraction`` of them), Ψ rolled out over the
 whole trajectory, decoded everywhere: ``rel_l2`` (in the training horizon) and ``rel_l2_extrap``
 (beyond it), means over frames after the first.
+
+1-D data (``trajectory1d``: burgers, kdv, ks) and 2-D Navier–Stokes vorticity (``trajectory2d``:
+ns2d*) are handled alike: the decoder sees the stored grid as n^d points in [−1, 1)^d, fields are
+flattened to (B, n^d) inside the task, and the solver steps them reshaped to (B, n) or (B, n, n).
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -31,16 +36,54 @@ from neuropde.pde.stepping import solver_time_derivative
 from neuropde.tasks.base import BaseTask
 from neuropde.tasks.pinn import step_generator
 
+log = logging.getLogger(__name__)
 TARGETS = ("solver", "latent")
+COORD_DIMS = {"trajectory1d": 1, "trajectory2d": 2}  # spatial dimension of each data kind the task takes
+
+
+def grid_points(n: int, dim: int) -> torch.Tensor:
+    """The stored periodic grid as decoder coordinates: (n**dim, dim), every axis ``2i/n − 1`` in
+    [−1, 1), rows in the order of ``field.reshape(-1)`` (row-major: point (i, j) is row i·n + j)."""
+    axis = 2 * torch.arange(n) / n - 1
+    return torch.cartesian_prod(*[axis] * dim).reshape(-1, dim).float()
+
+
+def loss_solver(data: dict):
+    """The solver in L_dyn, on the stored grid: the data's ETDRK4 solver for 1-D data (which must
+    also have been solved there), :class:`~neuropde.pde.navier_stokes.NavierStokes2D` in float64
+    for ns2d data, with the data's L, ν and forcing.
+
+    2-D data are usually solved on a finer grid (ns2d: 256², stored 64²), and the loss still steps
+    the stored grid: the decoder is fitted only to the stored points, so a finer solver would step
+    an interpolation the data never constrained, at (256/64)² = 16 times the decoder evaluations
+    per snapshot. The stored grid resolves these fields once viscosity has removed the initial
+    field's small scales: on an ns2d trajectory at t = 2, 10 and 30 (stored frames start at
+    t_warmup = 30) the 64² solver's time derivative differs from the 256² solver's, sampled at the
+    same points, by 3e-11, 1e-10 and 1e-7 relative L2 (32²: 6e-5 to 7e-3); at t = 0 by 0.36.
+    """
+    if data["spec"]["kind"] != "trajectory2d":
+        return solver_1d(data)
+    if data["equation"] != "navier_stokes":
+        raise UserError(f"no 2-D solver for data {data['name']} (equation={data['equation']}): Φ-ROM takes "
+                        f"navier_stokes trajectories (data=ns2d, ns2d_small, ns2d_tiny, ns2d_rom, ns2d_rom_tiny)")
+    from neuropde.pde.residual import solver_for_data
+
+    if int(data["generator"]["solve_resolution"]) > int(data["resolution"]):
+        log.info("Φ-ROM: the loss steps the stored %s² grid (data %s solved at %s²)", data["resolution"],
+                 data["name"], data["generator"]["solve_resolution"])
+    return solver_for_data(data)  # float64: (S(u) − u)/dt loses about eps·|u|/dt to cancellation
 
 
 class PhiROMTask(BaseTask):
-    """Φ-ROM on 1-D trajectories (``data=burgers``; ``kdv``/``ks`` work alike).
+    """Φ-ROM on 1-D trajectories (``data=burgers``; ``kdv``/``ks`` work alike) and on 2-D
+    Navier–Stokes vorticity (``data=ns2d``, ``ns2d_rom``, ``ns2d_rom_tiny``).
 
     Parameters
     ----------
-    net : decoder D(α, x) of :mod:`neuropde.models.phirom` (coord_dim 1, out_channels 1).
-    data : the data config (equation, generator, resolution, samples, ``generator.dt_snap``).
+    net : decoder D(α, x) of :mod:`neuropde.models.phirom` (coord_dim = the data's dimension,
+        out_channels 1).
+    data : the data config (equation, generator, resolution, samples, ``generator.dt_snap``,
+        ``spec.kind``).
     train_frames : training horizon in frames; latent memory (samples.train, train_frames, k).
     lam, gamma, evolve_start : λ, the hyper-reduction fraction, warm-up epochs (reference §2.2).
     dynamics_target : ``solver`` (Φ-ROM) or ``latent`` (data-only baseline).
@@ -69,10 +112,18 @@ class PhiROMTask(BaseTask):
             raise UserError(f"model.task.dynamics_target={dynamics_target}: choose one of {', '.join(TARGETS)}")
         if not 0 < obs_fraction <= 1 or not 0 < fit_fraction <= 1 or not 0 < gamma <= 1:
             raise UserError("obs_fraction, fit_fraction and gamma are fractions of the grid: give values in (0, 1]")
+        dim = COORD_DIMS.get(data["spec"]["kind"])
+        if dim is None:
+            raise UserError(f"model=phirom takes 1-D or 2-D trajectories, not data {data['name']} "
+                            f"(kind {data['spec']['kind']})")
+        if net.coord_dim != dim:
+            raise UserError(f"model.net.coord_dim={net.coord_dim} but data {data['name']} holds {dim}-D fields: "
+                            f"set model.net.coord_dim={dim} (conf/model/phirom.yaml takes it from data.spec.kind)")
         self.net = net
         self.net.set_output_normalization(torch.tensor([self.norm_mean.item()]), torch.tensor([self.norm_std.item()]))
         k = net.latent_dim
         n_traj, n = int(data["samples"]["train"]), int(data["resolution"])
+        self.shape = (n,) * dim  # a stored field; the task works on it flattened to n**dim points
         params = torch.tensor((stats or {}).get("params") or [], dtype=torch.float32).reshape(n_traj, -1)
         parametric = data["generator"].get("nu_range") is not None
         if parametric and params.shape[1] == 0:
@@ -85,16 +136,17 @@ class PhiROMTask(BaseTask):
             self.dynamics.set_param_normalization(params.mean(0), torch.where(std > 0, std, torch.ones_like(std)))
         self.train_frames = int(train_frames)
         self.latents = nn.Parameter(torch.zeros(n_traj, self.train_frames, k))  # auto-decoder memory, zeros as the reference
-        self.solver = solver_1d(data)
+        self.solver = loss_solver(data)
         if params.shape[1]:  # one viscosity per training trajectory; batches take their rows
             from neuropde.pde.burgers import Burgers1D
             self.solver = Burgers1D(self.solver.n, self.solver.L, nu=params[:, 0].double())
         self.solver_dt, self.frame_dt = float(data["generator"]["dt"]), float(data["generator"]["dt_snap"])
-        # the grid, scaled to [-1, 1] over the periodic cell [0, L)
-        self.register_buffer("x", (2 * torch.arange(n) / n - 1).float()[:, None])
-        m = max(math.ceil(obs_fraction * n), k)
+        # the grid, scaled to [-1, 1) over the periodic cell [0, L)^d: (P, d), P = n^d
+        self.register_buffer("x", grid_points(n, dim))
+        P = len(self.x)
+        m = max(math.ceil(obs_fraction * P), k)
         g = torch.Generator().manual_seed(int(seed) + 7919)
-        self.register_buffer("sensors", torch.stack([torch.randperm(n, generator=g)[:m] for _ in range(n_traj)]))
+        self.register_buffer("sensors", torch.stack([torch.randperm(P, generator=g)[:m] for _ in range(n_traj)]))
         self.lam, self.gamma, self.evolve_start = float(lam), float(gamma), int(evolve_start)
         self.dynamics_target, self.substeps, self.ridge, self.seed = dynamics_target, int(substeps), float(ridge), int(seed)
         self.obs_fraction, self.fit_fraction = float(obs_fraction), float(fit_fraction)
@@ -110,7 +162,7 @@ class PhiROMTask(BaseTask):
 
     # -------------------------------------------------------------------------------- training
     def decode(self, alpha: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """Fields (B, P) of latents (B, k) at points x (P, 1) or (B, P, 1) (default: the grid)."""
+        """Fields (B, P) of latents (B, k) at points x (P, d) or (B, P, d) (default: the grid, P = n^d)."""
         return self.net(alpha, self.x if x is None else x)[..., 0]
 
     def psi(self, mu: torch.Tensor | None):
@@ -120,10 +172,14 @@ class PhiROMTask(BaseTask):
     def solver_velocity(self, alpha: torch.Tensor, g: torch.Generator,
                         traj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """α̇* (B, k) from the solver's time derivative of the decoded fields (snapshots of training
-        trajectories ``traj`` (B,), whose parameters the solver takes), and the NaN count."""
+        trajectories ``traj`` (B,), whose parameters the solver takes), and the NaN count.
+
+        The decoded fields (B, P) are stepped on the stored grid as (B, n) or (B, n, n) (see
+        :func:`loss_solver`); r (B, P) is read back on a random ``gamma`` fraction of the P points."""
         u_hat = self.decode(alpha)
         solver = self.solver.take(traj) if self.train_params.shape[1] else self.solver
-        r = solver_time_derivative(solver, u_hat.double(), self.solver_dt).to(u_hat.dtype)
+        r = solver_time_derivative(solver, u_hat.double().reshape(-1, *self.shape), self.solver_dt)
+        r = r.reshape(u_hat.shape).to(u_hat.dtype)
         idx = random_subset(len(self.x), self.gamma, len(alpha), g, min_points=self.net.latent_dim, device=alpha.device)
         lv = latent_velocity(self.net, alpha, self.x[idx], gather_points(r[..., None], idx), ridge=self.ridge)
         return lv.velocity, lv.n_nonfinite
@@ -172,6 +228,7 @@ class PhiROMTask(BaseTask):
 
     def training_step(self, batch, batch_idx):
         i, j, u = batch
+        u = u.flatten(1)  # (B, n) or (B, n, n) -> (B, P)
         alpha = self.latents[i, j]
         if self.obs_fraction < 1:
             pts = self.sensors[i]  # (B, m)
@@ -204,8 +261,10 @@ class PhiROMTask(BaseTask):
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def forecast(self, u0: torch.Tensor, n_frames: int, mu: torch.Tensor | None = None) -> torch.Tensor:
-        """Fit α₀ to first frames u0 (B, n), roll Ψ(·, μ) out (μ (B, p) for a parametric model),
-        decode: (B, n_frames, n), frame 0 included."""
+        """Fit α₀ to first frames u0 (B, n) or (B, n, n), roll Ψ(·, μ) out (μ (B, p) for a parametric
+        model), decode on the grid: (B, n_frames, n) or (B, n_frames, n, n), frame 0 included."""
+        shape = u0.shape[1:]
+        u0 = u0.flatten(1)  # (B, P)
         n = u0.shape[1]
         pts = torch.arange(n, device=u0.device)
         if self.fit_fraction < 1:
@@ -220,10 +279,10 @@ class PhiROMTask(BaseTask):
                             init=self.latents[nearest, 0])
         alphas = rollout(self.psi(mu), alpha0, n_frames - 1, self.frame_dt, substeps=self.substeps)
         B, T, k = alphas.shape
-        return self.decode(alphas.reshape(B * T, k)).reshape(B, T, n)
+        return self.decode(alphas.reshape(B * T, k)).reshape(B, T, *shape)
 
     def forward(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
-        """Operator-style call: last input frame x (B, t_in, n) -> the next t_out frames (B, t_out, n)."""
+        """Operator-style call: last input frame x (B, t_in, *grid) -> the next t_out frames (B, t_out, *grid)."""
         return self.forecast(x[:, -1], t_out + 1)[:, 1:]
 
     def _evaluate(self, batch, stage: str) -> torch.Tensor:
@@ -235,7 +294,7 @@ class PhiROMTask(BaseTask):
             self._eval.setdefault("extrap", []).append(err[:, self.train_frames:].mean(1))
         self._eval.setdefault("per_frame", []).append(err)
         if stage == "val" and "example" not in self._eval:
-            self._eval["example"] = (traj[:1].cpu(), pred[:1].cpu())  # (1, T, n) space-time for the plot
+            self._eval["example"] = (traj[:1].cpu(), pred[:1].cpu())  # (1, T, n) space-time or (1, T, n, n) frames
         return pred
 
     def _log_epoch(self, stage: str) -> None:
@@ -262,17 +321,23 @@ class PhiROMTask(BaseTask):
 
 
 def predict_phirom(cfg, pcfg, task: PhiROMTask, dm, out, split: str) -> dict:
-    """``predict.py`` for Φ-ROM checkpoints: fit, roll out and decode every trajectory of a split."""
+    """``predict.py`` for Φ-ROM checkpoints: fit, roll out and decode every trajectory of a split.
+
+    Writes ``predictions.h5`` (predictions and targets (N, T, n) or (N, T, n, n)), ``metrics.json``
+    and plots: space-time images of 1-D trajectories, a few frames (the first, the last inside the
+    training horizon, the first beyond it, the last) of 2-D ones."""
     import os
 
     import h5py
     from tqdm.auto import tqdm
 
-    from neuropde.callbacks.plots import plot_error_curves, plot_spacetime
+    from neuropde.callbacks.plots import plot_error_curves, plot_fields, plot_spacetime
     from neuropde.data.store import atomic_write_json
 
-    if int(pcfg.data.resolution) != len(task.x):
-        raise UserError(f"this Φ-ROM was trained on {len(task.x)} points; predict with data.resolution={len(task.x)}")
+    n = task.shape[0]
+    if int(pcfg.data.resolution) != n:
+        raise UserError(f"this Φ-ROM was trained on {n} points{' per side' if len(task.shape) > 1 else ''}; "
+                        f"predict with data.resolution={n}")
     for key, value in (cfg.get("inversion") or {}).items():  # predict.py inversion.fit_fraction=0.05, …
         if value is not None:
             setattr(task, key, type(getattr(task, key))(value))
@@ -298,9 +363,15 @@ def predict_phirom(cfg, pcfg, task: PhiROMTask, dm, out, split: str) -> dict:
         f.attrs.update({"split": split, "train_frames": task.train_frames})
     os.replace(tmp, out / "predictions.h5")
     atomic_write_json(out / "metrics.json", metrics)
+    T = pred.shape[1]
+    frames = sorted({0, min(task.train_frames, T) - 1, min(task.train_frames, T - 1), T - 1})
     for i in range(min(int(cfg.get("n_plots", 2)), len(pred))):
-        plot_spacetime({"truth": truth[i].numpy(), "Φ-ROM": pred[i].numpy()}, out / "plots" / f"{split}_{i:03d}.png",
-                       title=f"{split} trajectory {i}: training horizon ends at frame {task.train_frames}")
+        file = out / "plots" / f"{split}_{i:03d}.png"
+        title = f"{split} trajectory {i}: training horizon ends at frame {task.train_frames}"
+        if pred.dim() == 4:  # (N, T, n, n): frames inside and beyond the horizon
+            plot_fields(truth[i].numpy(), pred[i].numpy(), file, frames=frames, title=title)
+        else:
+            plot_spacetime({"truth": truth[i].numpy(), "Φ-ROM": pred[i].numpy()}, file, title=title)
     plot_error_curves({"relative L2": np.asarray(metrics[f"{split}/rel_l2_per_frame"])},
                       out / "plots" / f"{split}_error_per_frame.png", title=f"{split}: mean over trajectories")
     return metrics
