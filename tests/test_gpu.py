@@ -34,3 +34,34 @@ def test_tiny_training_runs_on_gpu(tmp_path, data_root):
 
     metrics = train(compose("train", ["experiment=sfno_tiny", "trainer.accelerator=gpu", f"run_dir={tmp_path}"]))
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+
+
+# every family's smallest preset: one epoch trained on the device, then predict.py on its checkpoint
+FAMILY_PRESETS = ("fno_tiny", "mg_tfno_tiny", "lsm_tiny", "observer_tiny", "lemon_tiny", "phirom_tiny",
+                  "phirom_ns2d_tiny", "sdgd_pinn_tiny", "equino_tiny", "dcdm_tiny")
+
+
+def train_and_predict(experiment: str, accelerator: str, run_dir) -> tuple[dict, dict]:
+    """One epoch of ``experiment`` on ``accelerator`` and predict.py (device: the same) on its
+    checkpoint: (train metrics, predict metrics). Also runs on the CPU (``accelerator="cpu"``),
+    which is how these GPU tests are checked on a machine without one."""
+    from neuropde.run import predict, train
+    from tests.conftest import compose
+
+    metrics = train(compose("train", [f"experiment={experiment}", f"trainer.accelerator={accelerator}",
+                                      "trainer.max_epochs=1", "++trainer.check_val_every_n_epoch=1",
+                                      f"run_dir={run_dir / 'train'}"]))
+    device = "cuda" if accelerator == "gpu" else "cpu"
+    predicted = predict(compose("predict", [f"ckpt={run_dir / 'train'}", f"device={device}", "n_plots=1",
+                                            f"run_dir={run_dir / 'predict'}"]))
+    return metrics, predicted
+
+
+@pytest.mark.parametrize("experiment", FAMILY_PRESETS)
+def test_every_family_trains_and_predicts_on_gpu(experiment, tmp_path, data_root):
+    import math
+
+    metrics, predicted = train_and_predict(experiment, "gpu", tmp_path)
+    tested = {k: v for k, v in metrics.items() if k.startswith("test/") and isinstance(v, float)}
+    assert tested and all(math.isfinite(v) for v in tested.values()), tested
+    assert predicted, "predict.py returned no metrics"
