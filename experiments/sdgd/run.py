@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 MODES = {
     "quick": {"dims": (100, 1_000, 10_000), "device": "cpu",
-              # the published 10,000 steps: sdgd_pinn_quick stops at 3,000 to stay within 10 minutes
+              # the published 10,000 steps (sdgd_pinn_quick's own length)
               "train": {"poisson_d100": ["experiment=sdgd_pinn_quick", "trainer.max_epochs=10"],
                         # the published recipe as it is (Adam 1e-3, the network on x), for comparison
                         "poisson_d100_adam": ["experiment=sdgd_pinn_quick", "trainer.max_epochs=10", "optimizer=adam",
