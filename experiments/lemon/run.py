@@ -52,7 +52,7 @@ MODES = {
               "finetune": ["optimizer.lr=3e-4"], "lora": ["optimizer.lr=3e-3", "model.task.lora_rank=4"],
               "lora_all": ["optimizer.lr=3e-3", "model.task.lora_rank=4",
                            "model.task.lora_targets=[linear,conv1x1,spectral]"],
-              "operators": 5, "random_subsets": True,
+              "operators": 5, "random_subsets": (0, 1, 2, 3, 4, 5),  # seeds: one random subset each
               # zero-shot: 4 new operators per pretraining family within the training spread (±10 %)
               # and outside it (±30 %), a data seed no training set used
               "zeroshot": {"id": ["data.name=multi1d_quick_zs_id", "data.seed=2", "data.samples.test=720"],
@@ -167,8 +167,9 @@ def run_grid(mode: str, out: Path, seeds, ks, meta_ks, operators: int) -> dict:
     top = max(ks)
     # the same with a random subset of k families per seed (fine-tuning and all-layer LoRA only)
     runs["random_subsets"] = {"families": {}, "finetune": {}, "lora_all": {}}
-    for k in (ks if cfg.get("random_subsets") else ()):
-        for seed in seeds:
+    random_seeds = tuple(cfg.get("random_subsets") or ())
+    for k in (ks if random_seeds else ()):
+        for seed in random_seeds:
             fams = list(PRETRAIN_FAMILIES) if k == len(PRETRAIN_FAMILIES) else random_families(k, seed)
             pre = out / (f"pretrain_k{k}_seed{seed}" if k == len(PRETRAIN_FAMILIES) else f"pretrain_rk{k}_seed{seed}")
             train_once(pre, [*cfg["pretrain"], f"data.families=[{','.join(fams)}]", f"seed={seed}"])
@@ -285,8 +286,9 @@ def main() -> None:
                                      for split, by_kind in runs["zeroshot"].items()}
     rs = runs["random_subsets"]
     results["random_subsets"] = {
-        "families": {str(k): [v[s] for s in seeds] for k, v in sorted(rs["families"].items())},
-        **{m: {str(k): [v[s]["rel_l2"] for s in seeds] for k, v in sorted(rs[m].items())} for m in ("finetune", "lora_all")}}
+        "families": {str(k): [v[s] for s in sorted(v)] for k, v in sorted(rs["families"].items())},
+        **{m: {str(k): [v[s]["rel_l2"] for s in sorted(v)] for k, v in sorted(rs[m].items())} for m in ("finetune", "lora_all")}}
+    results["random_subset_seeds"] = sorted(next(iter(rs["families"].values()), {}))
     for m in ("finetune", "lora_all"):
         means = [statistics.mean(v) for _, v in sorted((int(k), v) for k, v in results["random_subsets"][m].items())]
         results["acceptance"][f"random_subsets_{m}_mean_by_k"] = means
