@@ -222,7 +222,7 @@ def plot(by_k: dict, scratch: list[float], file: Path, random_subsets: dict | No
     ax.axhline(statistics.mean(scratch), color="k", ls="--", label="from scratch")
     ax.set(xscale="log", yscale="log", xticks=[1, 2, 4, 8], xticklabels=["1", "2", "4", "8"],
            xlabel="pretraining families", ylabel=f"relative L2 on {HELD_OUT} (10 shots)",
-           title=f"held-out {HELD_OUT}: 10 shots of each held-out operator, mean and range over seeds")
+           title=f"held-out {HELD_OUT}: mean and range over seeds")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
