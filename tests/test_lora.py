@@ -300,3 +300,12 @@ def test_lemon_finetune_with_every_adapter_kind_through_train(data_root, tmp_pat
         assert torch.allclose(plain.predict_step(batch, 0), again.predict_step(batch, 0), atol=1e-5)
     p = predict(compose("predict", [f"ckpt={ft}", f"run_dir={tmp_path / 'pred'}"]))
     assert math.isfinite(p["test/rel_l2"])
+
+
+def test_adapre_lora_without_linear_adapters_names_the_fix():
+    from neuropde.optim.adapre_lora import adapre_lora
+
+    net = fno_net()
+    add_lora(net, rank=2, targets=("conv1x1", "spectral"))
+    with pytest.raises(UserError, match="add linear to model.task.lora_targets"):
+        adapre_lora(net)

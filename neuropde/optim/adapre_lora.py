@@ -132,6 +132,11 @@ def adapre_lora(module: nn.Module, lr: float = 1e-3, betas=(0.9, 0.999), weight_
 
     layers = lora_layers(module)
     if not layers:
+        other = any(n.endswith("lora_A") and p.requires_grad for n, p in module.named_parameters())
+        if other:  # adapters on 1x1 convolutions or spectral weights only
+            raise UserError("optimizer=adapre_lora preconditions LoRA adapters of nn.Linear layers, and this "
+                            "model's adapters are all on convolutions or spectral weights: add linear to "
+                            "model.task.lora_targets, or choose optimizer=adamw")
         raise UserError("optimizer=adapre_lora updates LoRA factors, and this model has none: use it for "
                         "LoRA fine-tuning (a model with LoRALinear layers), or choose optimizer=adamw")
     factors = {id(p) for layer in layers for p in (layer.lora_A, layer.lora_B)}
