@@ -1,20 +1,23 @@
 """LeMON: does pretraining on more PDE families help learn a new family from ten trajectories?
 (arXiv 2408.16168; README.md here).
 
-    python experiments/lemon/run.py --quick   # CPU: experiment=lemon_quick, 3 seeds (~35 min on one core)
+    python experiments/lemon/run.py --quick   # CPU: experiment=lemon_quick, 3 seeds x 5 operators (~80 min on one core)
     python experiments/lemon/run.py --full    # GPU machine: 128 points, 64 frames, longer training
 
 The held-out family is ``burgers`` (the last of ``data.generator.families``); the pretraining
-families are the first k ∈ {1, 2, 4, 8} of the other eight. Methods, all with the same backbone
-and the same fine-tuning budget on the same ten trajectories of ONE burgers operator (the first
-one of the training split), tested on that operator's other ten initial conditions:
+families are the first k ∈ {1, 2, 4, 8} of the other eight, and separately a random k of them per
+seed (``random_families``; quick: seeds 0-5, finetune and lora_all only). Methods, all with the
+same backbone and the same fine-tuning budget, adapted to each of the first ``operators`` burgers
+operators of the training split in turn (ten trajectories of ONE operator) and tested on that
+operator's other ten initial conditions; a seed's figure is the mean over the operators:
 
 - ``scratch``: the network trained from its initialisation on the ten trajectories (it does not
-  depend on k: one run per seed);
+  depend on k: one run per seed and operator);
 - ``finetune``: ``stage=pretrain`` on the k families, then every weight fine-tuned;
-- ``lora``: the same pretrained network, only rank-4 LoRA adapters trained (``model.task.lora_rank``;
-  the FNO's own layers are spectral and 1×1 convolutions, so the adapters sit in the operator
-  encoder, the only ``nn.Linear`` layers) at a 10× larger learning rate (adapters start at zero);
+- ``lora``: the same pretrained network, rank-4 LoRA adapters on the ``nn.Linear`` layers only
+  (with the FNO backbone: the operator encoder's) at a 10× larger learning rate;
+- ``lora_all``: the same, adapters also on the FNO's 1×1 convolutions and spectral weights
+  (``model.task.lora_targets``);
 - ``meta``: ``stage=meta`` (first-order MAML over operators) on the k families, then the same
   fine-tuning as ``finetune`` (``--meta-k`` to run it at fewer k: it is the costliest pretraining).
 
@@ -22,12 +25,14 @@ Pretraining runs a fixed number of steps whatever k, so more families means more
 more training. Fine-tuning validates once, at its last epoch: in a few-shot run validation and test
 are the same ten trajectories, so choosing the checkpoint on validation would choose it on the test
 set. Quick mode also runs, at k = 8, scratch and fine-tuning at lr 1e-3 (3x the protocol's) for
-100 and for 300 steps (``sensitivity``). A run dir holding ``metrics.json`` is reused, so an interrupted
-study resumes.
+100 and for 300 steps (``sensitivity``), and the k = 8 pretrained (and meta-trained) networks
+zero-shot on new operators within and outside the training coefficient spread (``zeroshot``). A
+run dir holding ``metrics.json`` is reused, so an interrupted study resumes.
 
-Writes ``results/<mode>.json``: ``heldout_{scratch,finetune,meta,lora}_rel_l2`` (lists over seeds,
-at k = 8), the full table ``by_k[method][k]`` (lists over seeds), the pretraining runs' own test
-errors, the acceptance checks, and ``results/<mode>_error_vs_families.png``.
+Writes ``results/<mode>.json``: ``heldout_{scratch,finetune,meta,lora,lora_all}_rel_l2`` (lists
+over seeds, at k = 8), the full table ``by_k[method][k]`` (lists over seeds; per operator in
+``by_k_per_operator``), ``random_subsets``, ``zeroshot_rel_l2`` / ``zeroshot_by_family``, the
+pretraining runs' own test errors, the acceptance checks, and ``results/<mode>_error_vs_families.png``.
 """
 from __future__ import annotations
 
