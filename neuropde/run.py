@@ -196,6 +196,21 @@ def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
     file.write_text(f"update rule of every trainable parameter under optimizer={name}\n\n{table}\n")
 
 
+def compile_network(task, mode) -> None:
+    """``compile=``: torch.compile the task's network in place (its state_dict keys do not change,
+    so checkpoints stay interchangeable with uncompiled runs). Compilation happens at the first
+    step; ``experiments/bench`` measures where it pays off."""
+    modes = {False: None, None: None, True: "default", "false": None, "true": "default",
+             "default": "default", "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune",
+             "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
+    if mode not in modes:
+        raise UserError(f"compile={mode} is not an option; choose false, true, reduce-overhead, max-autotune "
+                        "or max-autotune-no-cudagraphs")
+    if modes[mode] is not None:
+        task.net.compile(mode=modes[mode])
+        log.info("network compiled with torch.compile (mode %s) at its first step", modes[mode])
+
+
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the metrics."""
     keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
@@ -221,6 +236,7 @@ def train(cfg: DictConfig) -> dict:
     write_param_groups(cfg, task, out / "param_groups.txt")  # before the update rules are listed and counted
     n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in task.net.parameters())
     log.info("model %s: %s real parameters; run dir %s", cfg.model.family, f"{n_params:,}", out)
+    compile_network(task, cfg.get("compile", False))
 
     trainer = build_trainer(cfg, out, monitor=cfg.get("monitor", "val/rel_l2"))
     trainer.fit(task, datamodule=dm, ckpt_path=resume)

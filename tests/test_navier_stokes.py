@@ -151,6 +151,74 @@ def test_time_derivative_matches_a_small_step_and_is_differentiable():
     assert torch.autograd.gradcheck(small.time_derivative, (w,))
 
 
+# --- fused (no-autograd) path --------------------------------------------------------------------
+@pytest.mark.parametrize("n, dealias, forcing", [(32, True, "fno"), (33, True, "fno"), (16, False, None),
+                                                 (24, True, "batch")])
+def test_fused_step_equals_autograd_step(n, dealias, forcing):
+    B = 3
+    f = {"fno": fno_forcing(n), None: None,
+         "batch": gaussian_random_field(B, n, generator=seeded(20))}[forcing]
+    solver = NavierStokes2D(n, nu=1e-3, forcing=f, dealias=dealias)
+    solver._chunk = lambda batch: 2  # two chunks, one of them partial
+    w_hat = solver.to_spectral(3 * gaussian_random_field(B, n, generator=seeded(21)))
+    assert solver._can_fuse(w_hat)
+    fused, plain = w_hat, w_hat
+    for dt in (0.02, 0.01, 0.02):  # a second dt, then a cached one
+        fused, plain = solver.step(fused, dt), solver._step_autograd(plain, dt)
+    assert torch.allclose(fused, plain, rtol=0, atol=1e-13 * plain.abs().max())
+    # the fused path leaves its input alone and does not reuse its output
+    again = solver.step(w_hat, 0.02)
+    assert not torch.equal(again, w_hat) and torch.equal(again, solver.step(w_hat, 0.02))
+
+
+def test_step_stays_differentiable_and_float32_fuses():
+    n = 16
+    solver = fno_solver(n)
+    w = gaussian_random_field(1, n, generator=seeded(22)).requires_grad_()
+    out = solver.to_physical(solver.step(solver.to_spectral(w), 0.05))
+    (out ** 2).sum().backward()
+    assert w.grad is not None and w.grad.abs().sum() > 0
+    s32 = fno_solver(n, dtype=torch.float32)
+    h32 = s32.to_spectral(w.detach())
+    assert rel(s32.step(h32, 0.05), s32._step_autograd(h32, 0.05)) < 1e-6
+
+
+def test_stepper_advances_in_place_like_step():
+    n, dt = 32, 0.02
+    solver = fno_solver(n)
+    w_hat = solver.to_spectral(gaussian_random_field(2, n, generator=seeded(23)))
+    state, advance = solver.stepper(w_hat, dt, steps=3)
+    advance()
+    advance()
+    expected = w_hat
+    for _ in range(6):
+        expected = solver.step(expected, dt)
+    assert torch.allclose(state, expected, rtol=0, atol=1e-14 * expected.abs().max())
+    # the state is a view of the stepper's buffer: stepping it (or a stepper of it) copies
+    before = state.clone()
+    solver.step(state, dt)
+    solver.stepper(state, dt)[1]()
+    assert torch.equal(state, before)
+    with pytest.raises(ValueError, match="CUDA"):
+        solver.stepper(w_hat, dt, cuda_graph=True)
+    with pytest.raises(ValueError, match="must be"):
+        solver.stepper(w_hat.to(torch.complex64), dt)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_stepper_matches_eager_steps():
+    n, dt = 64, 0.01
+    solver = NavierStokes2D(n, nu=1e-3, forcing=fno_forcing(n), dtype=torch.float32, device="cuda")
+    w_hat = solver.to_spectral(gaussian_random_field(4, n, generator=seeded(24)))
+    state, advance = solver.stepper(w_hat, dt, steps=5)  # CUDA graph by default on CUDA
+    advance()
+    advance()
+    expected = w_hat
+    for _ in range(10):
+        expected = solver._step_autograd(expected, dt)
+    assert rel(state, expected) < 1e-5
+
+
 # --- forcings ------------------------------------------------------------------------------------
 def test_forcings():
     n, L = 32, TWO_PI

@@ -78,9 +78,10 @@ def slow_reference(layer, x, n_out):
         ((2, 3, 2), (5, 6, 7), (8, 6, 9)),
     ],
 )
-def test_matches_slow_reference(modes, shape, out_sizes):
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_matches_slow_reference(modes, shape, out_sizes, transform):
     torch.manual_seed(0)
-    layer = SpectralConv(2, 3, modes, bias=True, delta=0.3).double()
+    layer = SpectralConv(2, 3, modes, bias=True, delta=0.3, transform=transform).double()
     with torch.no_grad():
         layer.bias.copy_(torch.randn_like(layer.bias))
     x = torch.randn(2, 2, *shape, dtype=torch.float64)
@@ -93,10 +94,11 @@ def test_matches_slow_reference(modes, shape, out_sizes):
     "n, modes",
     [((32,), (8,)), ((33,), (8,)), ((32, 33), (6, 6)), ((33, 33), (8, 8)), ((9, 8, 7), (3, 3, 3))],
 )
-def test_resolution_consistency(n, modes):
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_resolution_consistency(n, modes, transform):
     """A band-limited input at n and at 4n (subsampled) gives the same output."""
     torch.manual_seed(0)
-    layer = SpectralConv(2, 2, modes, bias=True).double()
+    layer = SpectralConv(2, 2, modes, bias=True, transform=transform).double()
     with torch.no_grad():
         layer.bias.copy_(torch.randn_like(layer.bias))
     k_max = [min(4, (s - 1) // 2) for s in n]
@@ -123,9 +125,10 @@ def test_resolution_check_catches_neuralop_odd_size_bug():
 
 
 @pytest.mark.parametrize("n_in, n_out", [(16, 40), (16, 9), (15, 16), (12, 12)])
-def test_output_length_keeps_amplitude(n_in, n_out):
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_output_length_keeps_amplitude(n_in, n_out, transform):
     """Resampling onto n_out points evaluates the same trigonometric polynomial (pitfall 4)."""
-    layer = SpectralConv(1, 1, (3, 4)).double()
+    layer = SpectralConv(1, 1, (3, 4), transform=transform).double()
     with torch.no_grad():
         layer.weight.fill_(1.0)  # identity on the kept modes
     s = torch.arange(n_in, dtype=torch.float64) / n_in
@@ -141,10 +144,11 @@ def test_output_length_keeps_amplitude(n_in, n_out):
     assert torch.allclose(y, field(t), atol=1e-12)
 
 
-def test_output_length_random_weights():
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_output_length_random_weights(transform):
     """Doubling the output length interleaves new points between the old ones."""
     torch.manual_seed(1)
-    layer = SpectralConv(2, 3, (3, 3, 4), bias=True).double()
+    layer = SpectralConv(2, 3, (3, 3, 4), bias=True, transform=transform).double()
     with torch.no_grad():
         layer.bias.copy_(torch.randn_like(layer.bias))
     x = torch.randn(2, 2, 8, 7, 10, dtype=torch.float64)
@@ -158,7 +162,7 @@ def test_hermitian_plane(monkeypatch):
     """The spectrum handed to irfftn is Hermitian on the last-axis k = 0 plane, and
     the output depends only on the Hermitian part of the weights there."""
     torch.manual_seed(2)
-    layer = SpectralConv(2, 2, (3, 3, 3)).double()
+    layer = SpectralConv(2, 2, (3, 3, 3), transform="fft").double()
     x = torch.randn(1, 2, 7, 8, 6, dtype=torch.float64)
 
     seen = []
@@ -184,16 +188,21 @@ def test_hermitian_plane(monkeypatch):
     assert (w_sym - w).abs().max() > 0.05  # the raw weights are far from Hermitian
     y_sym = functional_call(layer, {"weight": w_sym}, (x,))
     assert torch.allclose(y, y_sym, atol=1e-13)
+    # the matmul path takes the real part on that plane instead: the same function
+    layer.transform = "dft"
+    assert torch.allclose(layer(x), y, atol=1e-13)
+    assert torch.allclose(functional_call(layer, {"weight": w_sym}, (x,)), y, atol=1e-13)
 
 
-def test_mode_clipping_equals_cropped_layer():
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_mode_clipping_equals_cropped_layer(transform):
     """Modes beyond what the grid holds act as zeros: same as a layer cut to the grid."""
     torch.manual_seed(3)
-    big = SpectralConv(2, 2, (10, 10), bias=True).double()
+    big = SpectralConv(2, 2, (10, 10), bias=True, transform=transform).double()
     with torch.no_grad():
         big.bias.copy_(torch.randn_like(big.bias))
     # a (7, 8) grid holds frequencies -3..3 on x and 0..3 on the half axis y
-    small = SpectralConv(2, 2, (4, 4), bias=True).double()
+    small = SpectralConv(2, 2, (4, 4), bias=True, transform=transform).double()
     keep = torch.tensor([0, 1, 2, 3, 16, 17, 18, 19])  # big's frequencies 0..3, -4..-1
     with torch.no_grad():
         small.weight.copy_(big.weight[:, :, keep, :4])
@@ -206,15 +215,16 @@ def test_mode_clipping_equals_cropped_layer():
     assert torch.allclose(big(coarse), big(fine)[..., ::4, ::4], atol=1e-11)
 
 
-def test_gradients_reach_complex_weights():
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_gradients_reach_complex_weights(transform):
     torch.manual_seed(4)
-    layer = SpectralConv(2, 2, (3, 4), bias=True).double()
+    layer = SpectralConv(2, 2, (3, 4), bias=True, transform=transform).double()
     x = torch.randn(2, 2, 9, 8, dtype=torch.float64)
     layer(x, out_sizes=(None, 11)).square().sum().backward()
     for p in (layer.weight, layer.bias):
         assert p.grad is not None and p.grad.is_complex() and p.grad.abs().max() > 0
     # Wirtinger gradients agree with finite differences, through the Hermitian fix
-    small = SpectralConv(1, 1, (2, 2), bias=True).double()
+    small = SpectralConv(1, 1, (2, 2), bias=True, transform=transform).double()
     x = torch.randn(1, 1, 5, 6, dtype=torch.float64)
     w = small.weight.detach().clone().requires_grad_()
     b = torch.randn(4, 2, dtype=torch.cdouble, requires_grad=True)
@@ -246,3 +256,39 @@ def test_rejects_bad_input():
         layer(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError):
         SpectralConv(1, 1, (0, 3))
+
+
+@pytest.mark.parametrize("shape, modes", [((64, 64), (6, 7)), ((256, 256), (16, 17)), ((40,), (5,)),
+                                          ((64, 64, 10), (12, 12, 5)), ((30, 30), (8, 8)), ((128, 128), (32, 33)),
+                                          ((64, 64), (24, 25))])
+def test_auto_transform_picks_dft_for_few_modes(shape, modes):
+    """auto = dft when every axis keeps at most a quarter of its points (half, up to 64 points);
+    same output either way."""
+    torch.manual_seed(5)
+    layer = SpectralConv(2, 2, modes, bias=True).double()
+    x = torch.randn(1, 2, *shape, dtype=torch.float64)
+    kept = [2 * min(m, (n - 1) // 2) for m, n in zip(modes[:-1], shape[:-1])] + [min(modes[-1], (shape[-1] + 1) // 2)]
+    expected = all(4 * k <= n or (n <= 64 and 2 * k <= n) for k, n in zip(kept, shape))
+    assert layer._use_dft(list(shape), [(k, 0) for k in kept]) == expected
+    y = layer(x)
+    layer.transform = "fft"
+    assert torch.allclose(layer(x), y, atol=1e-12)
+
+
+def test_dft_path_is_one_graph_without_complex_ops():
+    """torch.compile sees the matmul path as a single graph (the FFT path breaks on complex ops)."""
+    layer = SpectralConv(3, 3, (4, 5), bias=True, transform="dft")
+    explain = torch._dynamo.explain(layer)(torch.randn(2, 3, 32, 32))
+    assert explain.graph_count == 1 and explain.graph_break_count == 0, explain.break_reasons
+
+
+def test_spectra_stay_fp32_under_bf16_autocast():
+    """Under autocast the 1x1 layers may run in bf16; the spectral layer computes in fp32."""
+    torch.manual_seed(6)
+    for transform in ("fft", "dft"):
+        layer = SpectralConv(2, 2, (4, 5), transform=transform)
+        x = torch.randn(2, 2, 32, 32)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = layer(x.bfloat16())
+        assert y.dtype == torch.float32
+        assert torch.allclose(y, layer(x.bfloat16().float()), atol=1e-6)

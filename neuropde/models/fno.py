@@ -11,6 +11,10 @@ in the original FNO Darcy code (85 -> 94): the spectral convolutions then see a 
 whose wrap-around does not couple opposite boundaries. The pad is rounded up so that the padded grid
 is even, which also keeps odd grids away from the odd-size problem. neuraloperator's own
 ``domain_padding`` rounds to nearest and can land on an odd size (85 * 0.1 -> 93), hence our own.
+
+``backend="neuropde"`` runs the same architecture as :class:`neuropde.nn.FourierNet` (same
+parameters, same function: a test carries neuraloperator's weights across), whose spectral layers
+are real matmuls that compile into one graph; it is correct on odd grids as it is.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from neuralop.models import FNO as _NeuralopFNO
 from torch import nn
+
+from neuropde.nn.fourier_net import FourierNet
 
 
 class FNO(nn.Module):
@@ -36,13 +42,17 @@ class FNO(nn.Module):
         directly, ``"reconstructed"`` rebuilds the dense weight first (same result).
     pad_fraction : 0 for periodic data; otherwise each axis of n points is zero-padded (high side) by
         ceil(pad_fraction * n) points, plus one if that leaves it odd, and cropped after the network.
+    backend : ``neuralop`` (neuraloperator's FNO, the baseline) or ``neuropde`` (the same network
+        on neuropde's SpectralConv, faster; dense weights only).
     """
 
     def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 20,
                  n_layers: int = 4, positional_embedding: str | None = "grid",
                  factorization: str | None = None, rank: float = 1.0, implementation: str = "factorized",
-                 pad_fraction: float = 0.0):
+                 pad_fraction: float = 0.0, backend: str = "neuralop"):
         super().__init__()
+        if backend not in ("neuralop", "neuropde"):
+            raise ValueError(f"backend must be neuralop or neuropde, got {backend!r}")
         if not 0.0 <= float(pad_fraction) <= 1.0:
             raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction}")
         self.pad_fraction = float(pad_fraction)
@@ -52,7 +62,17 @@ class FNO(nn.Module):
             raise ValueError(f"factorization must be dense, tucker, cp or tt, got {factorization!r}")
         if implementation not in ("factorized", "reconstructed"):
             raise ValueError(f"implementation must be factorized or reconstructed, got {implementation!r}")
-        self.dim = len(modes)
+        self.dim, self.backend = len(modes), backend
+        if backend == "neuropde":
+            if factorization is not None:
+                raise ValueError(f"backend=neuropde has dense spectral weights only; use backend=neuralop "
+                                 f"for factorization={factorization}")
+            if positional_embedding not in (None, "grid"):
+                raise ValueError(f"backend=neuropde takes positional_embedding grid or null, "
+                                 f"got {positional_embedding!r}")
+            self.fno = FourierNet(self.t_in, self.t_out, tuple(modes), int(width), int(n_layers),
+                                  positional_embedding=positional_embedding == "grid")
+            return
         self.fno = _NeuralopFNO(n_modes=tuple(modes), in_channels=self.t_in, out_channels=self.t_out,
                                 hidden_channels=int(width), n_layers=int(n_layers),
                                 positional_embedding=positional_embedding, factorization=factorization,
@@ -73,7 +93,7 @@ class FNO(nn.Module):
         if self.pad_fraction > 0:
             pads = [p for n in reversed(space) for p in (0, self.padding(n))]  # F.pad: last axis first
             return self.fno(F.pad(x, pads))[(..., *(slice(0, n) for n in space))]
-        if any(n % 2 for n in space):
+        if self.backend == "neuralop" and any(n % 2 for n in space):
             # Run on the grid refined by 2 on the odd axes (exact Fourier interpolation of the
             # input) and keep every other point: pointwise layers then see the original points.
             factors = [1 + n % 2 for n in space]

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuropde.nn.pointwise import PointwiseConv3d
 from neuropde.nn.spectral import SpectralConv
 
 __all__ = ["SFNO", "LiftingOperator", "OutputOperator", "spacetime_encoding"]
@@ -35,9 +36,9 @@ def _activation(name: str) -> nn.Module:
 def _ffn(width: int, expansion: int, activation: str) -> nn.Sequential:
     """Pointwise two-layer MLP C -> expansion*C -> C as 1x1x1 convolutions."""
     return nn.Sequential(
-        nn.Conv3d(width, expansion * width, 1),
+        PointwiseConv3d(width, expansion * width),
         _activation(activation),
-        nn.Conv3d(expansion * width, width, 1),
+        PointwiseConv3d(expansion * width, width),
     )
 
 
@@ -104,7 +105,7 @@ class LiftingOperator(nn.Module):
         self.width, self.t_latent = width, t_latent
         self.beta, self.max_t_in = beta, max_t_in
         self.norm = nn.GroupNorm(1, width, eps=1e-7)
-        self.proj = nn.Conv3d(width, width, 1)
+        self.proj = PointwiseConv3d(width, width)
         self.sconv = SpectralConv(width, width, modes)
         self.ffn = _ffn(width, expansion, activation)
         self.act = _activation(activation)
@@ -212,9 +213,9 @@ class SFNO(nn.Module):
         n_body = n_layers - 1
         self.spectral = nn.ModuleList(SpectralConv(width, width, modes) for _ in range(n_body))
         self.ffn = nn.ModuleList(_ffn(width, expansion, activation) for _ in range(n_body))
-        self.skip = nn.ModuleList(nn.Conv3d(width, width, 1) for _ in range(n_body))
+        self.skip = nn.ModuleList(PointwiseConv3d(width, width) for _ in range(n_body))
         self.act = _activation(activation)
-        self.reduction = nn.Conv3d(width, 1, 1)
+        self.reduction = PointwiseConv3d(width, 1)
         self.output_operator = OutputOperator(modes, delta)
 
     def features(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,6 @@
 """Reusable network blocks: spectral convolutions, MLPs, attention, adapters."""
 
+from neuropde.nn.fourier_net import FourierNet
 from neuropde.nn.spectral import SpectralConv
 
-__all__ = ["SpectralConv"]
+__all__ = ["FourierNet", "SpectralConv"]

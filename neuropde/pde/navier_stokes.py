@@ -10,6 +10,13 @@ scheme is second order in time (the explicit part alone is third order), which t
 Grid and spectral conventions are those of :mod:`neuropde.pde.spectral`; the spectral state is
 ``torch.fft.rfft2(ω)`` with the default (unnormalised) scaling, shaped ``(B, n, n // 2 + 1)``.
 
+Without autograd, :meth:`NavierStokes2D.step` and :meth:`~NavierStokes2D.simulate` take a fused path
+(2-5x faster on CPU): stage coefficients precomputed for each ``dt``, the state in a k_y-major
+layout, k_x transforms only on the columns the 2/3 rule keeps, pointwise work in place, and (CPU)
+the nonlinear term in cache-sized chunks of the batch; :meth:`~NavierStokes2D.stepper` adds
+CUDA-graph replay. It computes the same scheme, equal to rounding, as the differentiable path,
+which is used whenever the state requires grad.
+
 Initial conditions draw their random Fourier coefficients on a fixed set of wavenumbers that does
 not depend on the grid, so a seed gives the same physical field at every resolution.
 """
@@ -77,6 +84,9 @@ class NavierStokes2D(nn.Module):
         self.register_buffer("inv_k2", torch.where(k2 > 0, 1 / torch.where(k2 > 0, k2, 1.0), 0.0),
                              persistent=False)
         self.register_buffer("mask", mask.to(dtype), persistent=False)
+        # the 2/3 rule keeps k_y < n/3: the first `_cols` columns of the rfft2 layout
+        self._cols = int(mask.any(0).sum()) if dealias else n // 2 + 1
+        self._fast: dict = {}  # derived tensors of the fused path, rebuilt after .to()
         if forcing is not None:
             if forcing.dim() not in (2, 3) or tuple(forcing.shape[-2:]) != (n, n):
                 raise ValueError(f"forcing must be ({n}, {n}) or (B, {n}, {n}), got {tuple(forcing.shape)}")
@@ -156,6 +166,8 @@ class NavierStokes2D(nn.Module):
     def step(self, w_hat: torch.Tensor, dt: float) -> torch.Tensor:
         """Advance the spectral state by ``dt`` with RK3/CN (second order).
 
+        Differentiable when ``w_hat`` requires grad; otherwise the fused path (same scheme).
+
         Parameters
         ----------
         w_hat : Tensor (B, n, n // 2 + 1), complex, in the solver's precision.
@@ -165,6 +177,14 @@ class NavierStokes2D(nn.Module):
         -------
         Tensor (B, n, n // 2 + 1).
         """
+        if self._can_fuse(w_hat):
+            w_t = self._transposed(w_hat)
+            self._advance_(w_t, float(dt), self._workspace(w_t.shape[0]))
+            return w_t.transpose(-1, -2).reshape(w_hat.shape).contiguous()
+        return self._step_autograd(w_hat, dt)
+
+    def _step_autograd(self, w_hat: torch.Tensor, dt: float) -> torch.Tensor:
+        """The scheme written with out-of-place tensor ops (autograd-friendly reference)."""
         lin = -self.nu * self.k2  # the diagonal viscous operator νΔ
         n_old = None
         for a, b, g, z in _RK3_CN:
@@ -175,6 +195,192 @@ class NavierStokes2D(nn.Module):
             w_hat = rhs / (1 - (dt * b) * lin)
             n_old = n_new
         return w_hat
+
+    # --- fused stepping (no autograd) ------------------------------------------------------------
+    def _can_fuse(self, w_hat: torch.Tensor) -> bool:
+        if torch.is_grad_enabled() and w_hat.requires_grad:
+            return False
+        if w_hat.dim() < 2 or w_hat.dtype != self._complex_dtype or w_hat.device != self.device:
+            return False
+        if tuple(w_hat.shape[-2:]) != (self.n, self.n // 2 + 1):
+            return False
+        if self.f_hat is not None and self.f_hat.dim() == 4:  # a batch of forcings, one per field
+            return w_hat.dim() == 3 and w_hat.shape[0] == self.f_hat.shape[0]
+        return True
+
+    @staticmethod
+    def _transposed(w_hat: torch.Tensor) -> torch.Tensor:
+        """A contiguous copy of the state in the fused path's layout (B, n // 2 + 1, n): k_y-major, so
+        that the kept columns are one block per field and the k_x transforms run along rows."""
+        # clone, not .contiguous(): the transpose of a transposed view is contiguous already
+        return w_hat.reshape(-1, *w_hat.shape[-2:]).transpose(-1, -2).clone(memory_format=torch.contiguous_format)
+
+    @property
+    def _complex_dtype(self) -> torch.dtype:
+        return torch.complex128 if self.dtype == torch.float64 else torch.complex64
+
+    def _consts(self) -> dict:
+        """dt-independent tensors of the fused path, for the current dtype and device."""
+        key = (self.dtype, self.device)
+        if self._fast.get("key") != key:
+            c = self._cols
+            i = torch.complex(torch.zeros((), dtype=self.dtype, device=self.device),
+                              torch.ones((), dtype=self.dtype, device=self.device))
+            kx, ky, inv_k2, mask = self.kx, self.ky, self.inv_k2, self.mask
+            # ω̂ ↦ (û, v̂, ∂̂_xω, ∂̂_yω) of the band-limited ω; stored (4, cols, n) for _nonlinear
+            fac = torch.stack([i * ky * inv_k2 * mask, -i * kx * inv_k2 * mask,
+                               (i * kx * mask).expand_as(mask), (i * ky * mask).expand_as(mask)])
+            self._fast = {"key": key, "fac_t": fac[..., :c].transpose(-1, -2).contiguous(), "coef": {},
+                          "ws": None}
+        return self._fast
+
+    def _coefficients(self, dt: float) -> list[tuple]:
+        """Per stage (A, G, Z, F): ``ω ← A ω + G N + Z N_old + F`` in the fused path's k_y-major
+        layout, with N = FFT(u·∇ω) on the kept k_y (unmasked), so G and Z carry −dt·γ, −dt·ζ, the mask
+        and the CN denominator, and F the forcing's dt·(γ+ζ)·f̂. All act on view_as_real tensors:
+        A (m, n, 2), G and Z (cols, n, 2), F (m, n, 2) or (B, m, n, 2), m = n // 2 + 1."""
+        cache = self._consts()["coef"]
+        if dt not in cache:
+            if len(cache) >= 8:
+                cache.clear()
+            c = self._cols
+            lin = -self.nu * self.k2.double().T
+            mask = self.mask.double().T[:c]
+            f_hat = None if self.f_hat is None else torch.view_as_complex(self.f_hat.double()).transpose(-1, -2)
+            # repeated over (re, im) rather than broadcast from (..., 1): a stride-0 innermost
+            # dimension stops vectorisation (measured 10x slower on CPU)
+            real = lambda t: t.to(self.dtype)[..., None].expand(*t.shape, 2).contiguous()
+            stages = []
+            for a, b, g, z in _RK3_CN:
+                d = 1 / (1 - (dt * b) * lin)
+                A = real((1 + (dt * a) * lin) * d)
+                G = real(-dt * g * d[:c] * mask)
+                Z = real(-dt * z * d[:c] * mask) if z else None
+                F = None if f_hat is None else torch.view_as_real(
+                    ((dt * (g + z)) * d * f_hat).to(self._complex_dtype).contiguous())
+                stages.append((A, G, Z, F))
+            cache[dt] = stages
+        return cache[dt]
+
+    def _chunk(self, batch: int) -> int:
+        """Fields per nonlinear-term chunk: all on GPU; on CPU about 1 MiB of physical factors,
+        which measured 1.1x (64 x 64²) to 1.4x (8 x 256²) faster than the whole batch at once."""
+        if self.device.type != "cpu":
+            return batch
+        per_field = 4 * self.n * self.n * torch.finfo(self.dtype).bits // 8
+        return max(1, min(batch, (1 << 20) // per_field))
+
+    def _workspace(self, batch: int, private: bool = False) -> dict:
+        """Buffers for a batch of ``batch`` fields; the shared one is kept until the batch changes.
+
+        Only pointwise results go to buffers: FFTs allocate their outputs, because an FFT with
+        ``out=`` computes into a temporary and copies (measured)."""
+        consts = self._consts()
+        ws = consts["ws"]
+        if private or ws is None or ws["batch"] != batch:
+            n, m, c, b = self.n, self.n // 2 + 1, self._cols, self._chunk(batch)
+            cd, kw = self._complex_dtype, {"device": self.device}
+            ws = {"batch": batch, "chunk": b, "block": 32 if self.device.type == "cpu" else c,
+                  "fac_t": consts["fac_t"],  # held: a CUDA graph reads it
+                  "fac_in": torch.empty(b, 4, c, n, dtype=cd, **kw),
+                  "spec": torch.zeros(b, 4, n, m, dtype=cd, **kw),  # columns ≥ cols stay zero
+                  "prod": torch.empty(b, n, n, dtype=self.dtype, **kw)}
+            if not private:
+                consts["ws"] = ws
+        return ws
+
+    def _nonlinear(self, w_t: torch.Tensor, ws: dict) -> list[tuple[int, int, torch.Tensor]]:
+        """FFT(u·∇ω) of the state w_t (B, m, n) (k_y-major) on the kept k_y, unmasked, per chunk of
+        the batch: a list of (start, stop, Tensor (stop - start, cols, n))."""
+        n, c, b = self.n, self._cols, ws["chunk"]
+        fac_t = ws["fac_t"]
+        out = []
+        for s in range(0, w_t.shape[0], b):
+            e = min(s + b, w_t.shape[0])
+            fac_in, spec, prod = (ws[name][: e - s] for name in ("fac_in", "spec", "prod"))
+            # the four factor spectra on the kept k_y; their k_x transform runs along rows, then
+            # one transposing copy puts k_y last for the real transform
+            torch.mul(w_t[s:e, None, :c], fac_t, out=fac_in)
+            t = torch.fft.ifft(fac_in, dim=-1)
+            for j in range(0, c, ws["block"]):  # on CPU in cache-sized blocks: 2x faster at 256²
+                k = min(j + ws["block"], c)
+                spec[..., j:k].copy_(t[..., j:k, :].transpose(-1, -2))
+            phys = torch.fft.irfft(spec, n=n, dim=-1)  # (k, 4, n, n): u, v, ∂_xω, ∂_yω
+            torch.mul(phys[:, 0], phys[:, 2], out=prod)
+            prod.addcmul_(phys[:, 1], phys[:, 3])
+            half = torch.fft.rfft(prod, dim=-1)[..., :c].transpose(-1, -2)
+            out.append((s, e, torch.fft.fft(half, dim=-1)))
+        return out
+
+    def _advance_(self, w_t: torch.Tensor, dt: float, ws: dict, steps: int = 1,
+                  coefs: list | None = None) -> torch.Tensor:
+        """Advance the contiguous k_y-major state w_t (B, m, n) in place by ``steps`` steps of ``dt``."""
+        coefs = self._coefficients(dt) if coefs is None else coefs
+        wr = torch.view_as_real(w_t)
+        wk = wr[:, : self._cols]
+        with torch.no_grad():
+            for _ in range(steps):
+                old = None
+                for A, G, Z, F in coefs:
+                    new = self._nonlinear(w_t, ws)
+                    if F is None:
+                        wr.mul_(A)
+                    else:
+                        torch.addcmul(F, wr, A, out=wr)
+                    for i, (s, e, n_new) in enumerate(new):
+                        wk[s:e].addcmul_(torch.view_as_real(n_new), G)
+                        if Z is not None:
+                            wk[s:e].addcmul_(torch.view_as_real(old[i][2]), Z)
+                    old = new
+        return w_t
+
+    def stepper(self, w_hat: torch.Tensor, dt: float, steps: int = 1,
+                cuda_graph: bool | None = None):
+        """A state and a function that advances it in place by ``steps`` steps of ``dt``.
+
+        For repeated stepping at one ``dt`` (benchmarks, long solves). The state is a copy of
+        ``w_hat`` with its own work buffers; on CUDA (``cuda_graph`` None or True) the steps are
+        captured once as a CUDA graph and each call replays it, which removes per-kernel launch
+        cost. ``cuda_graph=False`` (and CPU) runs the fused eager steps.
+
+        Parameters
+        ----------
+        w_hat : Tensor (B, n, n // 2 + 1), complex, in the solver's precision and device.
+        dt : time step.
+        steps : steps per call.
+        cuda_graph : capture a CUDA graph (default: on CUDA devices); True on CPU is an error.
+
+        Returns
+        -------
+        (state, advance) : the state Tensor (B, n, n // 2 + 1) (a transposed view of the contiguous
+        k_y-major buffer the steps work on), updated in place by ``advance()``.
+        """
+        if w_hat.dim() != 3 or not self._can_fuse(w_hat.detach()):
+            raise ValueError(f"w_hat must be (B, {self.n}, {self.n // 2 + 1}) {self._complex_dtype} on "
+                             f"{self.device} (a batch of forcings: B equal to it), got "
+                             f"{tuple(w_hat.shape)} {w_hat.dtype} on {w_hat.device}")
+        graph = self.device.type == "cuda" if cuda_graph is None else bool(cuda_graph)
+        if graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph=True needs the solver on a CUDA device")
+        state_t = self._transposed(w_hat.detach())
+        state = state_t.transpose(-1, -2)  # the caller's view, (B, n, m)
+        ws, coefs, dt = self._workspace(state.shape[0], private=True), self._coefficients(float(dt)), float(dt)
+
+        def run():
+            self._advance_(state_t, dt, ws, steps, coefs)
+
+        if not graph:
+            return state, run
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture: cuFFT plans, allocator
+            run()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        state.copy_(w_hat.detach())
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            run()
+        return state, g.replay
 
     def simulate(self, w0: torch.Tensor, dt: float, record_times: Sequence[float] | torch.Tensor | float,
                  progress: bool = False) -> torch.Tensor:
@@ -206,13 +412,21 @@ class NavierStokes2D(nn.Module):
             plan.append((m, (t - t0) / m if m else 0.0))
             t0 = t
         w_hat = self.to_spectral(w0)
+        fused = self._can_fuse(w_hat)
+        if fused:  # one private k_y-major copy stepped in place
+            w_t = self._transposed(w_hat)
+            ws = self._workspace(w_t.shape[0])
         frames = []
         with tqdm(total=sum(m for m, _ in plan), disable=not progress, desc="NS") as bar:
             for m, h in plan:
                 for _ in range(m):
-                    w_hat = self.step(w_hat, h)
+                    if fused:
+                        self._advance_(w_t, h, ws)
+                    else:
+                        w_hat = self._step_autograd(w_hat, h)
                     bar.update()
-                frames.append(self.to_physical(w_hat))
+                state = w_t.transpose(-1, -2) if fused else w_hat
+                frames.append(self.to_physical(state).reshape(*w0.shape[:-2], self.n, self.n))
         return torch.stack(frames, dim=-3)
 
 
