@@ -71,6 +71,22 @@ def median_ms(fn: Callable[[], object], device: torch.device, calls: int, repeat
     return statistics.median(times)
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], device: torch.device, calls: int,
+                   repeats: int) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed in interleaved rounds.
+
+    Each round times ``calls`` calls of every function, starting from a different one each round,
+    so that drift of the machine (other jobs, clocks, memory bandwidth) hits all of them alike;
+    warm them up before. Timing as :func:`median_ms`.
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            times[name].append(median_ms(fns[name], device, calls, repeats=1, warmup=0))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 # aten ops that only make views or read a scalar: no kernel of their own on a GPU
 _NO_KERNEL = ("view", "_unsafe_view", "permute", "unsqueeze", "squeeze", "expand", "slice", "select", "t.",
               "transpose", "detach", "as_strided", "alias", "view_as_real", "view_as_complex", "unbind",

@@ -12,7 +12,8 @@ Workloads (the issue's peer figures were measured on an H200):
 
 Both networks start from the same weights (``FourierNet.from_neuralop``), take the same batch and
 the relative L2 loss, and step AdamW (fused where torch has it, else foreach). One step is
-zero_grad + forward + loss + backward + optimizer step. Variants: ``eager``; ``compiled``
+zero_grad + forward + loss + backward + optimizer step. Every variant is built and warmed up
+first, then all are timed in interleaved rounds (medians), so machine drift hits them alike. Variants: ``eager``; ``compiled``
 (``torch.compile``); on CUDA also ``compiled_cudagraphs`` (``mode="reduce-overhead"``) and
 ``bf16`` (autocast bf16 on the pointwise layers, spectral layers stay fp32, compiled); eager
 with the 1x1 layers run the other way (``ours_eager_conv`` on a CPU, ``ours_eager_gemm`` on CUDA). The peer
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import count_kernel_ops, median_ms, pick_device, write_result  # noqa: E402
+from common import count_kernel_ops, interleaved_ms, median_ms, pick_device, write_result  # noqa: E402
 
 from neuropde.losses import rel_l2  # noqa: E402
 from neuropde.nn import FourierNet  # noqa: E402
@@ -98,9 +99,11 @@ def run_workload(n_key: int, device: torch.device, repeats: int, variants_wanted
 
     reference = peer()
     variants: dict[str, dict] = {}
+    steps: dict[str, object] = {}
     calls = 10 if device.type == "cuda" else (3 if n == 64 else 1)
 
-    def time_variant(name, make, bf16=False, compile_mode=None, who="ours"):
+    def prepare(name, make, bf16=False, compile_mode=None, who="ours"):
+        """Build, compile and warm up one variant; time it later with the others."""
         if name not in variants_wanted or (name in CUDA_ONLY and device.type != "cuda"):
             return
         model = make()
@@ -109,16 +112,15 @@ def run_workload(n_key: int, device: torch.device, repeats: int, variants_wanted
         step, _ = training_step(model, x, y, device, bf16)
         t0 = time.perf_counter()
         try:
-            ms = median_ms(step, device, calls, repeats, warmup=3)
+            median_ms(step, device, calls=1, repeats=1, warmup=3)  # compilation, autotuning, plans
         except Exception as err:  # a variant the platform cannot run is reported, not fatal
             variants[name] = {"who": who, "error": f"{type(err).__name__}: {str(err)[:200]}"}
             print(f"{name}: failed ({variants[name]['error']})")
             return
-        variants[name] = {"who": who, "ms": round(ms, 3), "samples_per_s": round(1e3 * batch / ms, 2),
-                          "warmup_and_timing_s": round(time.perf_counter() - t0, 1)}
+        variants[name] = {"who": who, "warmup_s": round(time.perf_counter() - t0, 1)}
         if compile_mode is None:  # what an eager step dispatches: its kernel launches on a GPU
             variants[name]["kernel_ops_per_step"] = count_kernel_ops(step)
-        print(f"{name:>24}: {ms:9.2f} ms  {1e3 * batch / ms:9.1f} samples/s")
+        steps[name] = step
 
     n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in reference.parameters())
 
@@ -127,18 +129,22 @@ def run_workload(n_key: int, device: torch.device, repeats: int, variants_wanted
         assert sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters()) == n_params
         return net
 
-    time_variant("peer_eager", lambda: reference, who="peer")
+    prepare("peer_eager", lambda: reference, who="peer")
     if n_key == 256:
-        time_variant("peer_tfno", lambda: peer(factorization="tucker", rank=0.05), who="peer")
-    time_variant("peer_compiled", peer, compile_mode="default", who="peer")
-    time_variant("ours_eager", ours)
-    time_variant("ours_eager_fft", lambda: ours("fft"))
+        prepare("peer_tfno", lambda: peer(factorization="tucker", rank=0.05), who="peer")
+    prepare("peer_compiled", peer, compile_mode="default", who="peer")
+    prepare("ours_eager", ours)
+    prepare("ours_eager_fft", lambda: ours("fft"))
     # the 1x1 layers the other way than "auto" picks on this device (conv on CUDA, gemm elsewhere)
     other = "ours_eager_gemm" if device.type == "cuda" else "ours_eager_conv"
-    time_variant(other, lambda: ours(pointwise=other.rsplit("_", 1)[1]))
-    time_variant("ours_compiled", ours, compile_mode="default")
-    time_variant("ours_compiled_cudagraphs", ours, compile_mode="reduce-overhead")
-    time_variant("ours_bf16_compiled", ours, bf16=True, compile_mode="default")
+    prepare(other, lambda: ours(pointwise=other.rsplit("_", 1)[1]))
+    prepare("ours_compiled", ours, compile_mode="default")
+    prepare("ours_compiled_cudagraphs", ours, compile_mode="reduce-overhead")
+    prepare("ours_bf16_compiled", ours, bf16=True, compile_mode="default")
+
+    for name, ms in interleaved_ms(steps, device, calls, repeats).items():
+        variants[name].update(ms=round(ms, 3), samples_per_s=round(1e3 * batch / ms, 2))
+        print(f"{name:>24}: {ms:9.2f} ms  {1e3 * batch / ms:9.1f} samples/s")
 
     # train.py options: model.net.backend=neuropde with compile=false|true|reduce-overhead
     runnable = {"ours_eager", "ours_compiled", "ours_compiled_cudagraphs"}

@@ -365,13 +365,13 @@ class SpectralConv(nn.Module):
         applies the complex DFT block. Taking the real part on the last axis's k = 0
         column is what the FFT path's Hermitian symmetrisation does.
         """
-        d, (bsz, c_in), kw = self.dim, x.shape[:2], dict(dtype=x.dtype, device=x.device)
+        d, (bsz, c_in), like = self.dim, x.shape[:2], (x.dtype, x.device)  # the matrices' dtype, device
         # last axis, real -> (re, im) of frequencies 0 .. p-1
         p_last = kept[-1][0]
-        z = x @ _matrix(_dft_forward_real, n_in[-1], p_last, held_in[-1][0], *kw.values())  # (B, C, ..., 2p)
+        z = x @ _matrix(_dft_forward_real, n_in[-1], p_last, held_in[-1][0], *like)  # (B, C, ..., 2p)
         z = z.unflatten(-1, (2, p_last)).movedim(-2, 2)  # (B, C, 2, n_1, .., n_{d-1}, p)
         for a in range(d - 1):
-            z = _along(z, a, _matrix(_dft_forward_complex, n_in[a], *kept[a], *held_in[a], *kw.values()))
+            z = _along(z, a, _matrix(_dft_forward_complex, n_in[a], *kept[a], *held_in[a], *like))
 
         # per-mode complex mixing, one real bmm of [x_re; x_im] (M, 2B, I) by [w_re | w_im] (M, I, 2O):
         # the four real products, combined below (a 2I x 2O real block weight would copy 4x the weight)
@@ -386,7 +386,7 @@ class SpectralConv(nn.Module):
             y = y + self.delta * b.movedim(-1, 0)
 
         for a in range(d - 1):
-            y = _along(y, a, _matrix(_dft_inverse_complex, n_out[a], *kept[a], *kw.values()))
+            y = _along(y, a, _matrix(_dft_inverse_complex, n_out[a], *kept[a], *like))
         y = y.movedim(2, -2).flatten(-2)  # (B, O, n_1, .., n_{d-1}, 2p)
-        return y @ _matrix(_dft_inverse_real, n_out[-1], p_last, *kw.values())
+        return y @ _matrix(_dft_inverse_real, n_out[-1], p_last, *like)
 
