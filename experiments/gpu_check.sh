@@ -7,7 +7,7 @@
 #                                bash experiments/gpu_check.sh main       # only the main job
 #   GPU_CHECK_SECONDS=470 (default) is the whole budget; a stage that no longer fits is skipped
 #   and says so. Stages run in the order given (default: bench64 solver optstep tests bench256
-#   optim mgmem).
+#   fit optim mgmem).
 # .whl holds the wheels the GPU image lacks (../shared/GPU.md), torch-cfd among them.
 # Back under $OUT (at most 8 files): summary.json (every figure), gpu_check.log, results/*.json.
 set -uo pipefail
@@ -38,6 +38,15 @@ stage() {
   tail -25 /tmp/stage.log | tee -a "$LOG"
 }
 
+# end to end: train.py on ns2d_small (fno_quick, 64², batch 8), neuraloperator against ours compiled
+run_fit() {
+  for b in neuralop neuropde; do
+    extra=$([ $b = neuropde ] && echo compile=reduce-overhead)
+    stage "fit: fno_quick backend=$b $extra" 75 python3 train.py experiment=fno_quick model.net.backend=$b $extra \
+      trainer.accelerator=gpu trainer.max_epochs=4 trainer.enable_progress_bar=false run_dir=/tmp/fit_$b
+  done
+}
+
 run_main() {
   RUN=/tmp/sfno_ns2d_run
   stage "main job: train.py model=sfno data=ns2d (reduced)" 180 python3 train.py model=sfno data=ns2d \
@@ -50,7 +59,7 @@ run_main() {
 
 BENCH="--results $OUT/results"
 STAGES=("$@")
-(( ${#STAGES[@]} )) || STAGES=(bench64 solver optstep tests bench256 optim mgmem)
+(( ${#STAGES[@]} )) || STAGES=(bench64 solver optstep tests bench256 fit optim mgmem)
 for s in "${STAGES[@]}"; do
   case $s in
     bench64) stage "bench: FNO train step 64²" 150 python3 experiments/bench/train_step.py --device cuda \
@@ -66,8 +75,9 @@ for s in "${STAGES[@]}"; do
            cp experiments/optimizers/results/step_cuda.json "$OUT/results/" 2>/dev/null ;;
     mgmem) stage "MG-TFNO memory per training call at 512²" 40 python3 experiments/mg_tfno/run.py --full \
              --memory-only --resolution 512 ;;
+    fit) run_fit ;;
     main) run_main ;;
-    *) echo "unknown stage $s (bench64 solver optstep tests bench256 optim mgmem main)" | tee -a "$LOG" ;;
+    *) echo "unknown stage $s (bench64 solver optstep tests bench256 fit optim mgmem main)" | tee -a "$LOG" ;;
   esac
 done
 
@@ -91,6 +101,10 @@ if "missing" not in train:
         "sfno_ns2d_test_rel_l2_64": train.get("test/rel_l2"), "persistence_64": train.get("test/rel_l2_persistence"),
         "refined_rel_l2_64": pred64.get("test/rel_l2_refined"), "estimate_spearman_64": pred64.get("estimate_spearman"),
         "zero_shot_rel_l2_256": pred.get("test/rel_l2"), "zero_shot_refined_rel_l2_256": pred.get("test/rel_l2_refined")}
+for b in ("neuralop", "neuropde"):
+    fit = load(f"/tmp/fit_{b}/metrics.json")
+    if "missing" not in fit:
+        summary[f"fit_fno_quick_{b}"] = {k: fit.get(k) for k in ("test/rel_l2", "sec_per_epoch", "train_seconds")}
 mg = pathlib.Path("experiments/mg_tfno/results/full_memory.json")
 if mg.exists():
     summary["mg_tfno_memory_512"] = load(mg)
