@@ -170,3 +170,15 @@ def test_fitted_coefficients_orthogonalise_better_on_their_shapes():
         err = {which: (newton_schulz(G, coefficients=which, dtype=torch.float64) - U @ Vh).pow(2).mean().item()
                for which in ("muon", "fitted")}
         assert err["fitted"] < 0.5 * err["muon"], (shape, err)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_large_cpu_matrix_path_leaves_its_input_alone(dtype):
+    """The one-matrix CPU path normalises in place only when the cast made a copy."""
+    torch.manual_seed(0)
+    G = torch.randn(160, 200).to(dtype)  # float32: the bfloat16 cast copies; bfloat16: it does not
+    before = G.clone()
+    out = newton_schulz(G, dtype=torch.bfloat16)
+    assert torch.equal(G, before) and out.shape == G.shape
+    s = torch.linalg.svdvals(out.float())
+    assert 0.5 < s.min() and s.max() < 1.3  # and the result is still orthogonalised

@@ -112,7 +112,8 @@ def newton_schulz(G: Tensor, steps: int = 5, coefficients: tuple[float, float, f
         # possible; each costs a few µs, which summed to 0.5 % of a 512² Muon step
         X = G.to(_compute_dtype(G.dtype, dtype))
         X = X.mT if m > n else X
-        X = X / X.norm().clamp_min(eps)
+        # in place when the cast made a copy (it does for the usual float32 -> bfloat16)
+        X = X / X.norm().clamp_min(eps) if X.data_ptr() == G.data_ptr() else X.div_(X.norm().clamp_min(eps))
         X = _iterate_one(X, steps, a, b, c)
         return (X.mT if m > n else X).to(G.dtype if out_dtype is None else out_dtype)
     X = G.reshape(-1, m, n).to(_compute_dtype(G.dtype, dtype))
