@@ -84,7 +84,7 @@ CUDA_ONLY = {"ours_compiled_cudagraphs", "ours_bf16_compiled"}
 
 
 def run_workload(n_key: int, device: torch.device, repeats: int, variants_wanted: list[str],
-                 batch: int | None = None, results: str | None = None) -> dict:
+                 batch: int | None = None, results: str | None = None, budget: float | None = None) -> dict:
     from neuralop.models import FNO
 
     n, batch_cuda, batch_cpu, modes, width = WORKLOADS[n_key]
@@ -102,9 +102,16 @@ def run_workload(n_key: int, device: torch.device, repeats: int, variants_wanted
     steps: dict[str, object] = {}
     calls = 10 if device.type == "cuda" else (3 if n == 64 else 1)
 
+    started = time.perf_counter()
+
     def prepare(name, make, bf16=False, compile_mode=None, who="ours"):
         """Build, compile and warm up one variant; time it later with the others."""
         if name not in variants_wanted or (name in CUDA_ONLY and device.type != "cuda"):
+            return
+        # eager variants are cheap to prepare and needed for the ratio: the budget skips compiled ones
+        if compile_mode is not None and budget is not None and time.perf_counter() - started > budget:
+            variants[name] = {"who": who, "skipped": f"preparation budget of {budget:.0f} s spent"}
+            print(f"{name}: skipped (budget)")
             return
         model = make()
         if compile_mode is not None:
@@ -167,13 +174,15 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS,
                     help="which to time (peer_eager and one of ours_* are needed for the ratio)")
     ap.add_argument("--batch", type=int, default=None, help="override the workload's batch size")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for preparing variants; compiled ones past it are skipped (GPU lease)")
     ap.add_argument("--results", default=None, help="directory for the result file (default: results/)")
     args = ap.parse_args()
     device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     for n_key in args.workloads:
-        run_workload(n_key, device, args.repeats, args.variants, args.batch, args.results)
+        run_workload(n_key, device, args.repeats, args.variants, args.batch, args.results, args.budget)
 
 
 if __name__ == "__main__":
