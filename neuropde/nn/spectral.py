@@ -91,18 +91,21 @@ def _mode_matmul(x: Tensor, w: Tensor) -> Tensor:
     return y.view(-1, b, 2, o).permute(1, 3, 0, 2).reshape(b, o, *modes, 2)
 
 
+# The DFT matrices are built on the target device: under torch.compile their construction is
+# traced into the graph (dynamo does not look inside lru_cache), and a host-to-device copy there
+# would keep CUDA graphs (compile=reduce-overhead) from capturing it.
 def _angles(freqs: Tensor, n: int) -> Tensor:
     """2π (f j mod n) / n for frequencies ``freqs`` (K,) and points j < n: (K, n), float64.
 
     Reducing ``f j`` modulo ``n`` in integers keeps the angles exact for large grids.
     """
-    j = torch.arange(n, dtype=torch.int64)
+    j = torch.arange(n, dtype=torch.int64, device=freqs.device)
     return (2 * torch.pi / n) * torch.remainder(freqs[:, None] * j[None, :], n).double()
 
 
-def _signed(p: int, q: int) -> Tensor:
+def _signed(p: int, q: int, device) -> Tensor:
     """Frequencies ``0 .. p-1`` then ``-q .. -1``: (p + q,), int64."""
-    return torch.cat([torch.arange(p), torch.arange(-q, 0)])
+    return torch.cat([torch.arange(p, device=device), torch.arange(-q, 0, device=device)])
 
 
 @functools.lru_cache(maxsize=256)
@@ -111,9 +114,10 @@ def _dft_forward_real(n: int, p: int, held: int, dtype, device) -> Tensor:
 
     Columns of frequencies the n-point grid does not hold (``k >= held``) are zero.
     """
-    t = _angles(torch.arange(p), n)  # (p, n)
-    on = (torch.arange(p) < held).double()[:, None] / n
-    return torch.cat([torch.cos(t) * on, -torch.sin(t) * on]).T.to(dtype=dtype, device=device)
+    k = torch.arange(p, device=device)
+    t = _angles(k, n)  # (p, n)
+    on = (k < held).double()[:, None] / n
+    return torch.cat([torch.cos(t) * on, -torch.sin(t) * on]).T.to(dtype)
 
 
 @functools.lru_cache(maxsize=256)
@@ -123,19 +127,19 @@ def _dft_forward_complex(n: int, p: int, q: int, held_p: int, held_q: int, dtype
     Maps an axis stacked as [re; im] (2n) to frequencies ``0 .. p-1, -q .. -1`` stacked the
     same way (2K); rows of frequencies the input grid does not hold are zero.
     """
-    f = _signed(p, q)
+    f = _signed(p, q, device)
     t = _angles(f, n)
     on = torch.where(f >= 0, f < held_p, -f <= held_q).double()[:, None] / n
     ar, ai = torch.cos(t) * on, -torch.sin(t) * on
-    return torch.cat([torch.cat([ar, -ai], 1), torch.cat([ai, ar], 1)]).to(dtype=dtype, device=device)
+    return torch.cat([torch.cat([ar, -ai], 1), torch.cat([ai, ar], 1)]).to(dtype)
 
 
 @functools.lru_cache(maxsize=256)
 def _dft_inverse_complex(n: int, p: int, q: int, dtype, device) -> Tensor:
     """Inverse of the above onto n points, ``G = e^{+iθ}``: (2n, 2K)."""
-    t = _angles(_signed(p, q), n).T  # (n, K)
+    t = _angles(_signed(p, q, device), n).T  # (n, K)
     gr, gi = torch.cos(t), torch.sin(t)
-    return torch.cat([torch.cat([gr, -gi], 1), torch.cat([gi, gr], 1)]).to(dtype=dtype, device=device)
+    return torch.cat([torch.cat([gr, -gi], 1), torch.cat([gi, gr], 1)]).to(dtype)
 
 
 @functools.lru_cache(maxsize=256)
@@ -145,10 +149,10 @@ def _dft_inverse_real(n: int, p: int, dtype, device) -> Tensor:
     ``y_j = Re c_0 + 2 Σ_{k>0} Re(c_k e^{2πikj/n})``: the omitted conjugate half counts twice,
     and the imaginary part of ``c_0`` drops out.
     """
-    t = _angles(torch.arange(p), n)  # (p, n)
-    weight = torch.full((p, 1), 2.0, dtype=torch.float64)
-    weight[:1] = 1.0
-    return torch.cat([weight * torch.cos(t), -weight * torch.sin(t)]).to(dtype=dtype, device=device)
+    k = torch.arange(p, device=device)
+    t = _angles(k, n)  # (p, n)
+    weight = torch.where(k == 0, 1.0, 2.0).double()[:, None]
+    return torch.cat([weight * torch.cos(t), -weight * torch.sin(t)]).to(dtype)
 
 
 def _matrix(builder, *args) -> Tensor:
