@@ -139,3 +139,16 @@ def test_bf16_mixed_precision_keeps_spectra_in_fp32(data_root, tmp_path):
                             "trainer.max_epochs=1", f"run_dir={tmp_path}"])
     metrics = train(cfg)
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+
+
+def test_observer_runs_on_the_neuropde_backend(data_root, tmp_path):
+    """The observer's predictor and gain FNOs take backend=neuropde; the gate still starts nearly shut."""
+    cfg = compose("train", ["experiment=observer_tiny", "model.net.predictor.backend=neuropde",
+                            "model.net.gain_backend=neuropde", f"run_dir={tmp_path}"])
+    from hydra.utils import instantiate
+
+    net = instantiate(cfg.model.net)
+    assert isinstance(net.predictor.fno, FourierNet) and isinstance(net.gain.gate.fno, FourierNet)
+    assert torch.all(net.gain.gate.fno.projection.fc2.bias == cfg.model.net.gate_bias)
+    metrics = train(cfg)
+    assert metrics["test/rel_l2"] == metrics["test/rel_l2"]

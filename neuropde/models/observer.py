@@ -28,11 +28,13 @@ class GatedGain(nn.Module):
     """
 
     def __init__(self, channels: int, modes: tuple[int, ...], width: int = 32, n_layers: int = 2,
-                 gate_bias: float = -2.0):
+                 gate_bias: float = -2.0, backend: str = "neuralop"):
         super().__init__()
-        self.gate = FNO(3 * channels, channels, modes=modes, width=width, n_layers=n_layers)
-        self.candidate = FNO(3 * channels, channels, modes=modes, width=width, n_layers=n_layers)
-        last = self.gate.fno.projection.fcs[-1]
+        kw = dict(modes=modes, width=width, n_layers=n_layers, backend=backend)
+        self.gate = FNO(3 * channels, channels, **kw)
+        self.candidate = FNO(3 * channels, channels, **kw)
+        projection = self.gate.fno.projection
+        last = projection.fc2 if backend == "neuropde" else projection.fcs[-1]
         nn.init.constant_(last.bias, float(gate_bias))
 
     def forward(self, pred: torch.Tensor, innovation: torch.Tensor, mask: torch.Tensor):
@@ -51,14 +53,17 @@ class RecursiveObserver(nn.Module):
     modes : Fourier modes of the gain networks per spatial axis (1 entry for 1-D data).
     channels : field channels c (1 for scalar fields).
     gain_width, gain_layers : size of the gate and candidate FNOs.
+    gain_backend : their implementation, ``neuralop`` or ``neuropde`` (same network, faster:
+        :class:`neuropde.models.fno.FNO`).
     learn_observation : E learned (1×1 conv, c -> 64 -> c) instead of the identity.
     """
 
     def __init__(self, predictor: nn.Module, modes: tuple[int, ...], channels: int = 1, gain_width: int = 32,
-                 gain_layers: int = 2, gate_bias: float = -2.0, learn_observation: bool = False):
+                 gain_layers: int = 2, gate_bias: float = -2.0, learn_observation: bool = False,
+                 gain_backend: str = "neuralop"):
         super().__init__()
         self.predictor, self.channels, self.dim = predictor, int(channels), len(modes)
-        self.gain = GatedGain(self.channels, tuple(modes), gain_width, gain_layers, gate_bias)
+        self.gain = GatedGain(self.channels, tuple(modes), gain_width, gain_layers, gate_bias, gain_backend)
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[self.dim]
         self.observation = (nn.Sequential(conv(self.channels, 64, 1), nn.GELU(), conv(64, self.channels, 1))
                             if learn_observation else nn.Identity())
