@@ -74,12 +74,25 @@ def _merge_lora(sd: dict, own: dict, ckpt: dict, path) -> dict:
     return sd
 
 
+def _neuralop_into_fourier_nets(task: torch.nn.Module, state: dict) -> dict:
+    """Where this model has a FourierNet (``backend=neuropde``) and the checkpoint has
+    neuraloperator's FNO at the same place (``backend=neuralop``), convert those weights."""
+    from neuropde.nn.fourier_net import FourierNet, convert_neuralop_state
+
+    for name, module in task.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, FourierNet) and f"{prefix}fno_blocks.convs.0.weight.tensor" in state:
+            state = convert_neuralop_state(state, prefix)
+            log.info("init_from: neuraloperator FNO weights converted for %s (backend=neuropde)", name or "the model")
+    return state
+
+
 def load_weights(task: torch.nn.Module, path: str | Path) -> int:
     """``init_from=``: copy every weight whose name and shape match; returns how many were copied.
     LoRA adapters of a fine-tuned checkpoint are merged into their layers when this model has none."""
     ckpt = read(path)
     own = task.state_dict()
-    sd = _merge_lora(ckpt["state_dict"], own, ckpt, path)
+    sd = _neuralop_into_fourier_nets(task, _merge_lora(ckpt["state_dict"], own, ckpt, path))
     matched = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise CheckpointError(f"init_from={path}: no weight matches this model's names and shapes")

@@ -152,3 +152,22 @@ def test_observer_runs_on_the_neuropde_backend(data_root, tmp_path):
     assert torch.all(net.gain.gate.fno.projection.fc2.bias == cfg.model.net.gate_bias)
     metrics = train(cfg)
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+
+
+def test_init_from_a_neuraloperator_checkpoint_into_the_neuropde_backend(trained_fno, tmp_path):
+    """A checkpoint trained with backend=neuralop starts a backend=neuropde run as the same function."""
+    from neuropde import checkpoint
+    from neuropde.run import build_task
+
+    run_dir, _ = trained_fno
+    ckpt = checkpoint.read(run_dir)
+    assert ckpt["neuropde"]["config"]["model"]["net"].get("backend", "neuralop") == "neuralop"
+    cfg = compose("train", ["experiment=fno_tiny", "model.net.backend=neuropde"])
+    stats = ckpt["neuropde"]["stats"]
+    ours, theirs = build_task(cfg, stats), build_task(compose("train", ["experiment=fno_tiny"]), stats)
+    theirs.load_state_dict(ckpt["state_dict"])
+    n = checkpoint.load_weights(ours, run_dir)
+    assert n == len(ours.state_dict())  # every tensor came from the checkpoint
+    x = torch.randn(2, cfg.data.window.t_in, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), rtol=1e-4, atol=1e-5)

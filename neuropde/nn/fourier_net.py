@@ -12,7 +12,8 @@ opt_einsum.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from neuropde.nn.pointwise import pointwise_gemm
 from neuropde.nn.spectral import SpectralConv
 
-__all__ = ["FourierNet"]
+__all__ = ["FourierNet", "convert_neuralop_state"]
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -152,18 +153,52 @@ class FourierNet(nn.Module):
                   mlp_expansion=blocks.channel_mlp[0].fcs[0].out_channels / width,
                   positional_embedding=fno.positional_embedding is not None, transform=transform,
                   pointwise=pointwise)
-        dims = list(range(2, 2 + net.dim - 1))  # neuralop's non-last mode axes are centred
-        shifts = [modes[a] // 2 for a in range(net.dim - 1)]
-        with torch.no_grad():
-            for mlp, ref in [(net.lifting, fno.lifting), (net.projection, fno.projection),
-                             *zip(net.mlps, blocks.channel_mlp)]:
-                for ours, theirs in [(mlp.fc1, ref.fcs[0]), (mlp.fc2, ref.fcs[1])]:
-                    ours.weight.copy_(theirs.weight[..., 0])
-                    ours.bias.copy_(theirs.bias)
-            for i in range(net.n_layers):
-                w = blocks.convs[i].weight.to_tensor()
-                net.convs[i].weight.copy_(torch.roll(w, shifts, dims) if dims else w)
-                net.conv_bias[i].copy_(blocks.convs[i].bias.flatten())
-                net.skips[i].weight.copy_(blocks.fno_skips[i].conv.weight[..., 0])
-                net.gates[i].copy_(blocks.channel_mlp_skips[i].weight.flatten())
+        state = {k: v for k, v in fno.state_dict().items() if isinstance(v, Tensor)}  # not _metadata
+        net.load_state_dict(convert_neuralop_state(state))  # strict: every entry must map
         return net
+
+
+_RENAMES = [  # neuraloperator FNO entry -> FourierNet entry (the 1x1 kernels lose their last axis)
+    (r"fno_blocks\.fno_skips\.(\d+)\.conv\.weight", r"skips.\1.weight"),
+    (r"fno_blocks\.channel_mlp\.(\d+)\.fcs\.0\.(weight|bias)", r"mlps.\1.fc1.\2"),
+    (r"fno_blocks\.channel_mlp\.(\d+)\.fcs\.1\.(weight|bias)", r"mlps.\1.fc2.\2"),
+    (r"(lifting|projection)\.fcs\.0\.(weight|bias)", r"\1.fc1.\2"),
+    (r"(lifting|projection)\.fcs\.1\.(weight|bias)", r"\1.fc2.\2"),
+]
+
+
+def convert_neuralop_state(state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+    """A neuraloperator FNO's state_dict entries under ``prefix`` as :class:`FourierNet`'s.
+
+    Spectral weights are rolled from neuraloperator's centred mode order to the signed one
+    (``fftfreq`` order) on every axis but the last; per-layer spectral biases and soft gates are
+    stacked. Entries outside ``prefix`` are returned unchanged.
+    """
+    out: dict[str, Tensor] = {}
+    conv_bias: dict[int, Tensor] = {}
+    gates: dict[int, Tensor] = {}
+    for key, value in state.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        if name is None:
+            out[key] = value
+        elif m := re.fullmatch(r"fno_blocks\.convs\.(\d+)\.weight\.tensor", name):
+            axes = list(range(2, value.dim() - 1))  # centred: index j is frequency j - m/2
+            shifts = [value.shape[a] // 2 for a in axes]
+            out[f"{prefix}convs.{m[1]}.weight"] = torch.roll(value, shifts, axes) if axes else value
+        elif m := re.fullmatch(r"fno_blocks\.convs\.(\d+)\.bias", name):
+            conv_bias[int(m[1])] = value.flatten()
+        elif m := re.fullmatch(r"fno_blocks\.channel_mlp_skips\.(\d+)\.weight", name):
+            gates[int(m[1])] = value.flatten()
+        else:
+            for pattern, target in _RENAMES:
+                if re.fullmatch(pattern, name):
+                    new = re.sub(pattern, target, name)
+                    out[prefix + new] = value[..., 0] if new.endswith("weight") else value
+                    break
+            else:
+                out[key] = value  # not an FNO entry FourierNet knows: left for the caller to judge
+    if conv_bias:
+        out[prefix + "conv_bias"] = torch.stack([conv_bias[i] for i in sorted(conv_bias)])
+    if gates:
+        out[prefix + "gates"] = torch.stack([gates[i] for i in sorted(gates)])
+    return out
