@@ -312,10 +312,14 @@ class EquiNO(nn.Module):
         return (self.net_sigma(x) * self.std_sigma + self.mean_sigma) @ self.phi_sigma_bar
 
     def homogenized_tangent(self, E_bar) -> Tensor:
-        """C̄ = ∂σ̄/∂(Ē_xx, Ē_yy, γ̄) (N, 3, 3) by automatic differentiation of the fast path."""
-        E = self._input(E_bar)
+        """C̄ = ∂σ̄/∂(Ē_xx, Ē_yy, γ̄) (N, 3, 3) by automatic differentiation of the fast path.
+
+        Also inside ``no_grad``/``inference_mode`` (Lightning's test and predict loops): there
+        torch 2.11's ``jacrev`` returns zeros without a word (2.13's differentiates).
+        """
         f = lambda e: self.homogenized_stress(e[None])[0]  # noqa: E731
-        return torch.func.vmap(torch.func.jacrev(f))(E)
+        with torch.inference_mode(False), torch.enable_grad():
+            return torch.func.vmap(torch.func.jacrev(f))(self._input(E_bar).clone())
 
     def displacement(self, E_bar, total: bool = False) -> Tensor:
         """Fluctuation ũ = Φ_u b_u − ũ(pinned) (N, n_nodes, 2); ``total`` adds the affine part Ē·x."""

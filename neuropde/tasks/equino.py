@@ -103,10 +103,12 @@ class EquiNOTask(BaseTask):
         return self.net.homogenized_stress(E_bar)
 
     def tangent(self, E_bar: torch.Tensor) -> torch.Tensor:
-        """C̄ = ∂σ̄/∂(Ē_xx, Ē_yy, γ̄) (N, 3, 3) by automatic differentiation."""
+        """C̄ = ∂σ̄/∂(Ē_xx, Ē_yy, γ̄) (N, 3, 3) by automatic differentiation, also in inference mode
+        (see :meth:`~neuropde.models.equino.EquiNO.homogenized_tangent`)."""
         if self.loss_name != "energy":
             return self.net.homogenized_tangent(E_bar)
-        return torch.func.vmap(torch.func.jacrev(lambda e: self(e[None])[0]))(self.net._input(E_bar))
+        with torch.inference_mode(False), torch.enable_grad():
+            return torch.func.vmap(torch.func.jacrev(lambda e: self(e[None])[0]))(self.net._input(E_bar).clone())
 
     # -------------------------------------------------------------------------------- training
     def objective(self, idx: torch.Tensor | None) -> torch.Tensor:
