@@ -4,7 +4,9 @@ import hydra
 
 @hydra.main(config_path="conf", config_name="generate", version_base="1.3")
 def main(cfg):
-    from neuropde.run import generate
+    from neuropde.run import generate, route_lightning_logging
+
+    route_lightning_logging()
 
     generate(cfg)
 

@@ -10,7 +10,9 @@ from neuropde.run import predict_shorthands
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
 def main(cfg):
-    from neuropde.run import predict
+    from neuropde.run import predict, route_lightning_logging
+
+    route_lightning_logging()
 
     try:
         predict(cfg)

@@ -9,7 +9,9 @@ from neuropde.errors import UserError
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg):
-    from neuropde.run import train
+    from neuropde.run import train, route_lightning_logging
+
+    route_lightning_logging()
 
     try:
         return train(cfg).get("test/rel_l2")

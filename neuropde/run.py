@@ -31,6 +31,29 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # --------------------------------------------------------------------------------------- helpers
+def route_lightning_logging() -> None:
+    """Send Lightning's messages through the root logger only.
+
+    Lightning gives its package logger a stderr handler of its own; under the scripts' logging
+    (``conf/hydra/job_logging/neuropde.yaml``: console and the run's log file on the root logger)
+    every message then printed twice and missed the log file's format. Its advertisements for
+    its cloud services ("💡 Tip: …", on every run) are dropped. Called by the scripts.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoTips())
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
 def predict_shorthands(argv: list[str]) -> list[str]:
     """Rewrite the two shorthands of ``predict.py`` into plain Hydra overrides.
 
@@ -171,6 +194,34 @@ def _metrics(values: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- train
+def trainer_arguments(cfg: DictConfig) -> dict:
+    """``cfg.trainer`` as ``lightning.Trainer`` keyword arguments, checked first: an unknown option
+    or a number that is not one (``trainer.max_epochs=abc``) would otherwise surface epochs later
+    as a TypeError naming neither."""
+    import inspect
+    import typing
+
+    args = to_dict(cfg.trainer)
+    unknown = sorted(set(args) - set(inspect.signature(L.Trainer.__init__).parameters))
+    if unknown:
+        raise UserError(f"lightning.Trainer has no option {', '.join(unknown)}: remove trainer.{unknown[0]}")
+    try:
+        hints = typing.get_type_hints(L.Trainer.__init__)
+    except Exception:  # an annotation this Python cannot resolve: leave the checks to Lightning
+        hints = {}
+    for key, value in args.items():
+        allowed = set(typing.get_args(hints[key]) or (hints[key],)) if key in hints else set()
+        if not allowed or not allowed <= {int, float, type(None)}:
+            continue  # not a plain number option (devices, precision, strategy, ...)
+        ok = (value is None and type(None) in allowed) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool)
+            and (float in allowed or isinstance(value, int)))
+        if not ok:
+            want = ("a number" if float in allowed else "an integer") + (" or null" if type(None) in allowed else "")
+            raise UserError(f"trainer.{key} must be {want}, got {value!r}")
+    return args
+
+
 def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
@@ -182,7 +233,7 @@ def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
     callbacks = [ckpt_cb, ValidationPlots(out / "plots", every_n_epochs=cfg.get("plot_every_n_epochs", 1)),
                  EpochTimer()]
     logger = CSVLogger(out, name="logs", version="") if cfg.get("logger", "csv") == "csv" else False
-    return L.Trainer(**to_dict(cfg.trainer), callbacks=callbacks, logger=logger, default_root_dir=out)
+    return L.Trainer(**trainer_arguments(cfg), callbacks=callbacks, logger=logger, default_root_dir=out)
 
 
 def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
@@ -218,6 +269,7 @@ def train(cfg: DictConfig) -> dict:
         raise UserError("resume= continues a run and init_from= starts a new one from weights: give only one")
     out = run_dir(cfg)
     check_compatible(cfg)
+    trainer_arguments(cfg)  # a typo in trainer.* is reported now, not after data and model are built
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     write_config(cfg, out)
 

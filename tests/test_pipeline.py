@@ -174,3 +174,23 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer or null, got 'abc'"),
+    ("trainer.gradient_clip_val=x", "trainer.gradient_clip_val must be a number or null"),
+    ("+trainer.accumulate_grad_batches=1.5", "trainer.accumulate_grad_batches must be an integer, got 1.5"),
+    ("+trainer.max_epoch=3", "lightning.Trainer has no option max_epoch"),
+])
+def test_trainer_typos_are_refused_before_any_work(override, message, tmp_path):
+    cfg = compose("train", ["experiment=fno_tiny", f"run_dir={tmp_path}", override])
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        train(cfg)
+    assert not (tmp_path / "config.yaml").exists()  # refused before the run was set up
+
+
+def test_trainer_numbers_and_nulls_pass_the_check():
+    cfg = compose("train", ["experiment=fno_tiny", "trainer.max_epochs=null", "trainer.gradient_clip_val=1",
+                            "+trainer.limit_train_batches=0.5"])
+    args = run_module.trainer_arguments(cfg)
+    assert args["max_epochs"] is None and args["gradient_clip_val"] == 1 and args["limit_train_batches"] == 0.5

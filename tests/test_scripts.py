@@ -32,6 +32,9 @@ def test_sweep_runs_each_job_in_a_readable_subdir(data_root, tmp_path):
     assert subdirs == ["0_experiment=fno_tiny,seed=0,trainer.max_epochs=1",
                        "1_experiment=fno_tiny,seed=1,trainer.max_epochs=1"], subdirs
     m0, m1 = (json.loads((tmp_path / "sweep" / d / "metrics.json").read_text()) for d in subdirs)
+    # Lightning's messages reach the console once per job (not also through its own handler)
+    out = res.stdout + res.stderr
+    assert out.count("GPU available") == 2 and "Tip:" not in out, out[-3000:]
     assert m0["test/rel_l2"] != m1["test/rel_l2"]  # different seeds, different models
 
 
