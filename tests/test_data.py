@@ -37,6 +37,33 @@ def test_interrupted_generation_leaves_nothing_complete_and_resumes(tmp_path):
     assert attrs["a"] == 1 and np.allclose(times, [0, 0.5, 1.0])
 
 
+def test_shards_that_report_progress_move_the_bar_within_the_shard(tmp_path):
+    seen = []
+
+    def make_shard(start, stop, progress=None):
+        for fraction in (0.25, 0.5, 0.5, 1.0):
+            progress(fraction)
+            seen.append((start, fraction))
+        return fake_shards([])(start, stop)
+
+    store = DataStore(tmp_path / "d", {"a": 1})
+    store.write_split("train", 5, 3, make_shard, attrs={}, progress=True)
+    assert [s for s, _ in seen] == [0] * 4 + [3] * 4  # each shard was handed its callback
+    fields, _, _ = store.read("train")
+    assert np.array_equal(fields[:, 0, 0, 0], np.arange(5))
+
+
+def test_ns_generation_reports_progress_and_gives_the_same_fields(tmp_path):
+    from neuropde.data.generators import navier_stokes
+
+    cfg = tiny_data_cfg()
+    make_shard = navier_stokes(cfg, "test")
+    fractions = []
+    with_progress = make_shard(0, 2, progress=fractions.append)
+    assert np.array_equal(with_progress[0], make_shard(0, 2)[0])
+    assert fractions and fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] <= 1
+
+
 def test_stale_or_corrupt_files_are_not_reused(tmp_path):
     store = DataStore(tmp_path / "d", {"a": 1})
     store.write_split("val", 4, 2, fake_shards([]), attrs={}, progress=False)

@@ -118,9 +118,9 @@ def navier_stokes(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.n
             return ns.mcwilliams_vorticity(1, n, L=L, generator=gen, dtype=dtype, device=device)
         raise ValueError(f"unknown initial condition {g['initial']!r}; choose grf or mcwilliams")
 
-    def make_shard(start: int, stop: int):
+    def make_shard(start: int, stop: int, progress=None):
         w0 = torch.cat([initial(sample_seed(int(data_cfg["seed"]), split, i)) for i in range(start, stop)])
-        traj = solver.simulate(w0, float(g["dt"]), record.tolist())
+        traj = solver.simulate(w0, float(g["dt"]), record.tolist(), progress=progress or False)
         return _downsample(traj, resolution).float().cpu().numpy(), record
 
     return make_shard
@@ -147,10 +147,10 @@ def navier_stokes_forcing(data_cfg: dict, split: str) -> Callable[[int, int], tu
                                      generator=torch.Generator().manual_seed(seed), dtype=dtype, device=device)
         return f * (float(g["forcing_rms"]) / f.pow(2).mean().sqrt())
 
-    def make_shard(start: int, stop: int):
+    def make_shard(start: int, stop: int, progress=None):
         f = torch.cat([forcing(sample_seed(int(data_cfg["seed"]), split, i)) for i in range(start, stop)])
         solver = ns.NavierStokes2D(n, L=L, nu=float(g["nu"]), forcing=f, dtype=dtype, device=device)
-        w = solver.simulate(torch.zeros_like(f), float(g["dt"]), [t_final])[:, -1]
+        w = solver.simulate(torch.zeros_like(f), float(g["dt"]), [t_final], progress=progress or False)[:, -1]
         pair = torch.stack([f, w], dim=1)  # (shard, 2, n, n)
         return _downsample(pair, resolution).float().cpu().numpy(), np.array([0.0, t_final])
 

@@ -132,8 +132,12 @@ class DataStore:
         ``make_shard(start, stop)`` returns either ``(fields (stop-start, time, *space), times (time,))``
         (trajectories, stored as float32 ``fields`` and ``times``) or a dict of named arrays, each
         ``(stop-start, ...)``, stored under their names in their own dtype. Each sample must depend
-        only on its own index.
+        only on its own index. A ``make_shard`` that takes a ``progress`` keyword is handed a
+        callable ``progress(fraction)`` to report how much of its shard is done, so that the bar
+        moves (and shows a rate and an ETA) while a long shard is being solved.
         """
+        import inspect
+
         from tqdm.auto import tqdm
 
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +146,7 @@ class DataStore:
         shard_dir.mkdir(exist_ok=True)
         (shard_dir / "config_hash").write_text(self.hash)
         starts = list(range(0, n_samples, shard_size))
+        reports_progress = "progress" in inspect.signature(make_shard).parameters
 
         def shard_file(start: int) -> Path | None:
             found = [p for p in (shard_dir / f"{start:08d}.npy", shard_dir / f"{start:08d}.npz") if p.exists()]
@@ -150,19 +155,30 @@ class DataStore:
         done = sum(shard_file(s) is not None for s in starts)
         if done:
             log.info("resuming %s/%s: %d of %d shards already done", self.dir, split, done, len(starts))
+        # whole samples shown; the count moves in fractions while a shard reports its progress
         bar = tqdm(total=n_samples, desc=f"generate {self.dir.name}/{split}", unit="sample",
-                   disable=not progress, initial=min(done * shard_size, n_samples))
+                   disable=not progress, initial=min(done * shard_size, n_samples),
+                   bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
         for start in starts:
             stop = min(start + shard_size, n_samples)
             if shard_file(start) is None:
-                out = make_shard(start, stop)
+                reported = 0.0
+
+                def advance(fraction: float) -> None:
+                    nonlocal reported
+                    now = min(max(fraction, 0.0), 1.0) * (stop - start)
+                    if now > reported:
+                        bar.update(now - reported)
+                        reported = now
+
+                out = make_shard(start, stop, progress=advance) if reports_progress else make_shard(start, stop)
                 if isinstance(out, dict):
                     _save_npz_atomic(shard_dir / f"{start:08d}.npz", {k: np.asarray(v) for k, v in out.items()})
                 else:
                     fields, times = out
                     _save_npy_atomic(shard_dir / f"{start:08d}.npy", np.asarray(fields, dtype=np.float32))
                     _save_npy_atomic(shard_dir / "times.npy", np.asarray(times))
-                bar.update(stop - start)
+                bar.update(stop - start - reported)
         bar.close()
 
         tmp = self.path(split).with_suffix(".h5.tmp")

@@ -23,7 +23,7 @@ not depend on the grid, so a seed gives the same physical field at every resolut
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -383,7 +383,7 @@ class NavierStokes2D(nn.Module):
         return state, g.replay
 
     def simulate(self, w0: torch.Tensor, dt: float, record_times: Sequence[float] | torch.Tensor | float,
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool | Callable[[float], None] = False) -> torch.Tensor:
         """Integrate from ``t = 0`` and record ω at the requested times.
 
         Each interval between consecutive record times is split into the fewest equal steps no
@@ -394,7 +394,8 @@ class NavierStokes2D(nn.Module):
         w0 : Tensor (B, n, n), initial vorticity.
         dt : largest time step.
         record_times : non-decreasing times ``≥ 0`` (T of them); ``0`` records ``w0``.
-        progress : show a tqdm bar over steps.
+        progress : show a tqdm bar over steps; or a callable, called with the fraction of the steps
+            done (a data set generator's bar, moving within a shard).
 
         Returns
         -------
@@ -417,7 +418,10 @@ class NavierStokes2D(nn.Module):
             w_t = self._transposed(w_hat)
             ws = self._workspace(w_t.shape[0])
         frames = []
-        with tqdm(total=sum(m for m, _ in plan), disable=not progress, desc="NS") as bar:
+        total = sum(m for m, _ in plan)
+        report = progress if callable(progress) else None
+        done = 0
+        with tqdm(total=total, disable=report is not None or not progress, desc="NS") as bar:
             for m, h in plan:
                 for _ in range(m):
                     if fused:
@@ -425,6 +429,9 @@ class NavierStokes2D(nn.Module):
                     else:
                         w_hat = self._step_autograd(w_hat, h)
                     bar.update()
+                    done += 1
+                    if report is not None and done % 64 == 0:  # one call per 64 steps
+                        report(done / total)
                 state = w_t.transpose(-1, -2) if fused else w_hat
                 frames.append(self.to_physical(state).reshape(*w0.shape[:-2], self.n, self.n))
         return torch.stack(frames, dim=-3)
