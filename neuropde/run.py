@@ -50,6 +50,8 @@ def route_lightning_logging() -> None:
 
 
 class _NoTips(logging.Filter):
+    """Drops Lightning's "💡 Tip: …" records (advertisements, printed by every Trainer)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip")
 
