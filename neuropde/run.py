@@ -357,6 +357,9 @@ def predict(cfg: DictConfig) -> dict:
 
     from neuropde.losses import rel_l2, rel_l2_per_frame, sobolev_norm
 
+    if OmegaConf.is_missing(cfg, "ckpt"):
+        raise UserError("predict.py needs a checkpoint: ckpt=<run dir> (uses its checkpoints/best.ckpt) "
+                        "or ckpt=<file>.ckpt")
     ckpt = checkpoint.read(cfg.ckpt)
     pcfg = predict_config(cfg, ckpt)
     out = Path(pcfg.run_dir)

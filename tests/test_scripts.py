@@ -22,6 +22,8 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     res = run_script("predict.py", f"ckpt={tmp_path / 'missing.ckpt'}", cwd=tmp_path)
     assert res.returncode == 2
     assert "checkpoint not found" in res.stdout + res.stderr and "Traceback" not in res.stderr
+    res = run_script("predict.py", cwd=tmp_path)  # no ckpt= at all
+    assert res.returncode == 2 and "needs a checkpoint: ckpt=" in res.stdout and "Traceback" not in res.stderr
 
 
 def test_sweep_runs_each_job_in_a_readable_subdir(data_root, tmp_path):
