@@ -64,6 +64,17 @@ def test_ns_generation_reports_progress_and_gives_the_same_fields(tmp_path):
     assert fractions and fractions == sorted(fractions) and 0 < fractions[0] and fractions[-1] <= 1
 
 
+@pytest.mark.parametrize("resolution", [-3, 0, 1.5, "64"])
+def test_a_resolution_that_is_no_grid_is_refused_before_solving(tmp_path, resolution):
+    from neuropde.errors import UserError
+
+    cfg = tiny_data_cfg()
+    cfg["resolution"] = resolution
+    with pytest.raises(UserError, match="whole number of at least 2"):
+        ensure_generated(cfg, tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_stale_or_corrupt_files_are_not_reused(tmp_path):
     store = DataStore(tmp_path / "d", {"a": 1})
     store.write_split("val", 4, 2, fake_shards([]), attrs={}, progress=False)

@@ -56,6 +56,10 @@ def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: 
         if int(data_cfg["samples"][split]) < 1:
             raise UserError(f"data.samples.{split}={data_cfg['samples'][split]}: every split needs at least one "
                             f"sample (set data.samples.{split}=1 or more)")
+    resolution = data_cfg.get("resolution")
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2):
+        raise UserError(f"data.resolution={resolution!r}: give the number of grid points per axis, a whole "
+                        f"number of at least 2 (e.g. data.resolution=64)")
     store = data_store(data_cfg, root)
     missing = [s for s in splits if not store.is_complete(s)]
     if not missing:
