@@ -14,14 +14,17 @@ from neuropde.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 
-def resolve_path(path: str | Path) -> Path:
-    """Accept a checkpoint file or a run directory (then ``checkpoints/best.ckpt`` in it)."""
+def resolve_path(path: str | Path, prefer: str = "best") -> Path:
+    """Accept a checkpoint file or a run directory: then its ``checkpoints/best.ckpt`` (for
+    predictions and weights), or ``checkpoints/last.ckpt`` with ``prefer="last"`` (for resuming:
+    the best epoch may lie epochs before the end), the other one when only that exists."""
     p = Path(path).expanduser()
     if p.is_dir():
-        for cand in (p / "checkpoints" / "best.ckpt", p / "checkpoints" / "last.ckpt", p / "best.ckpt"):
+        names = ("best.ckpt", "last.ckpt") if prefer == "best" else ("last.ckpt", "best.ckpt")
+        for cand in (*(p / "checkpoints" / n for n in names), *(p / n for n in names)):
             if cand.exists():
                 return cand
-        raise CheckpointError(f"no checkpoint in directory {p}: expected checkpoints/best.ckpt inside a run dir")
+        raise CheckpointError(f"no checkpoint in directory {p}: expected checkpoints/{names[0]} inside a run dir")
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}; pass ckpt=<run dir>/checkpoints/best.ckpt")
     return p

@@ -283,7 +283,7 @@ def train(cfg: DictConfig) -> dict:
                  "stats": dm.stats}
     if cfg.get("init_from"):
         checkpoint.load_weights(task, cfg.init_from)
-    resume = str(checkpoint.resolve_path(cfg.resume)) if cfg.get("resume") else None
+    resume = str(checkpoint.resolve_path(cfg.resume, prefer="last")) if cfg.get("resume") else None
     if resume:
         checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
     task.configure_model()  # Lightning's hook, called early (idempotent) so that adapters (LoRA) are in place

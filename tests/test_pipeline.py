@@ -149,6 +149,17 @@ def test_checkpoint_errors_are_one_clear_line(tmp_path):
         checkpoint.read(tmp_path)
 
 
+def test_a_run_dir_means_best_for_predictions_and_last_for_resuming(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for name in ("best.ckpt", "last.ckpt"):
+        (ckpts / name).write_bytes(b"x")
+    assert checkpoint.resolve_path(tmp_path) == ckpts / "best.ckpt"
+    assert checkpoint.resolve_path(tmp_path, prefer="last") == ckpts / "last.ckpt"
+    (ckpts / "last.ckpt").unlink()
+    assert checkpoint.resolve_path(tmp_path, prefer="last") == ckpts / "best.ckpt"  # the one there is
+
+
 def test_model_data_mismatch_names_the_data_sets(data_root, tmp_path):
     cfg = compose("train", ["experiment=fno_tiny", f"run_dir={tmp_path}", "model.data_kinds=[poisson_system]"])
     with pytest.raises(UserError, match="does not take data=ns2d_tiny"):
