@@ -26,9 +26,10 @@ def _save(fig, path: str | Path, dpi: int) -> Path:
 
 
 def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=None, title: str = "") -> Path:
-    """Save a grid of truth / prediction / |error| images.
+    """Save a grid of truth / prediction / |error| images: one row per shown frame.
 
-    truth, pred : arrays (T, X, Y); ``frames`` : frame indices to show (default first, middle, last).
+    truth, pred : arrays (T, X, Y); ``frames`` : frame indices to show (default first, middle, last;
+    a single output, T = 1, is one row without frame numbers).
     1-D fields (T, X) are shown as space-time images instead (see :func:`plot_spacetime`).
     """
     plt = _pyplot()
@@ -37,19 +38,21 @@ def plot_fields(truth: np.ndarray, pred: np.ndarray, path: str | Path, frames=No
         return plot_spacetime({"truth": truth, "prediction": pred}, path, title=title)
     T = truth.shape[0]
     frames = frames if frames is not None else sorted({0, T // 2, T - 1})
-    fig, axes = plt.subplots(3, len(frames), figsize=(3.2 * len(frames), 9), squeeze=False)
+    fig, axes = plt.subplots(len(frames), 3, figsize=(9.6, 3.0 * len(frames) + (0.4 if title else 0)),
+                             squeeze=False)
     vmin, vmax = truth[frames].min(), truth[frames].max()
     err = np.abs(pred - truth)
-    for j, t in enumerate(frames):
-        for i, (img, name, kw) in enumerate([
-            (truth[t], "truth", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
+    for i, t in enumerate(frames):
+        rel = np.linalg.norm(pred[t] - truth[t]) / max(np.linalg.norm(truth[t]), 1e-12)
+        frame = f", frame {t + 1}" if T > 1 else ""
+        for j, (img, name, kw) in enumerate([
+            (truth[t], f"truth{frame}", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
             (pred[t], "prediction", dict(vmin=vmin, vmax=vmax, cmap="RdBu_r")),
-            (err[t], "|error|", dict(cmap="magma")),
+            (err[t], f"|error| (rel L2 {rel:.2e})", dict(cmap="magma")),
         ]):
             ax = axes[i, j]
             im = ax.imshow(img.T, origin="lower", **kw)
-            rel = np.linalg.norm(pred[t] - truth[t]) / max(np.linalg.norm(truth[t]), 1e-12)
-            ax.set_title(f"{name}, frame {t + 1}" + (f"\nrel L2 {rel:.2e}" if i == 2 else ""), fontsize=9)
+            ax.set_title(name, fontsize=9)
             ax.set_xticks([]), ax.set_yticks([])
             fig.colorbar(im, ax=ax, fraction=0.046)
     if title:
