@@ -37,8 +37,13 @@ def route_lightning_logging() -> None:
     Lightning gives its package logger a stderr handler of its own; under the scripts' logging
     (``conf/hydra/job_logging/neuropde.yaml``: console and the run's log file on the root logger)
     every message then printed twice and missed the log file's format. Its advertisements for
-    its cloud services ("💡 Tip: …", on every run) are dropped. Called by the scripts.
+    its cloud services ("💡 Tip: …", on every run) are dropped, and so is a deprecation warning
+    that Lightning 2.6 raises against newer torch on every run (nothing a user can act on).
+    Called by the scripts.
     """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
