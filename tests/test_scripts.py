@@ -37,6 +37,12 @@ def test_sweep_runs_each_job_in_a_readable_subdir(data_root, tmp_path):
     # Lightning's messages reach the console once per job (not also through its own handler)
     out = res.stdout + res.stderr
     assert out.count("GPU available") == 2 and "Tip:" not in out, out[-3000:]
+    # the sweep's summary: a row per job, and the two seeds of the one setting averaged
+    rows = (tmp_path / "sweep" / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("job,experiment,seed,trainer.max_epochs,status,")
+    table = (tmp_path / "sweep" / "summary.md").read_text()
+    mean = (m0["test/rel_l2"] + m1["test/rel_l2"]) / 2
+    assert "| fno_tiny | 1 | 2 | 0 | " in table and f"{mean:.4g} ± " in table, table
     assert m0["test/rel_l2"] != m1["test/rel_l2"]  # different seeds, different models
 
 
