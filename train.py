@@ -3,6 +3,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from neuropde.errors import UserError
 
@@ -17,6 +19,8 @@ def main(cfg):
         return train(cfg).get("test/rel_l2")
     except UserError as err:
         logging.getLogger("neuropde").error(str(err))
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return None  # one job of a sweep (a diverging learning rate, say) does not end the others
         sys.exit(2)
 
 

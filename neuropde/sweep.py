@@ -5,8 +5,9 @@ callback, ``conf/train.yaml``), into the sweep directory:
 
 - ``summary.csv``: one row per job: its number, its overrides, ``status`` (``ok``, or ``failed``
   when it left no ``metrics.json``) and every scalar metric it reported;
-- ``summary.md``: the jobs grouped by their overrides other than ``seed``: the number of seeds,
-  and mean ± std (over seeds) of the test and validation relative L2 and of the seconds per epoch.
+- ``summary.md``: the jobs grouped by their overrides other than ``seed``: the number of runs that
+  finished and that failed, and mean ± std (over seeds) of the test and validation relative L2 and
+  of the seconds per epoch.
 
 For sweeps whose jobs finish elsewhere (a cluster queue, a job rerun by hand), the same files
 are rebuilt from what is on disk: ``python -m neuropde.sweep multirun/<date>/<time>``.
@@ -30,13 +31,26 @@ HEADLINE = ("test/rel_l2", "val/rel_l2", "sec_per_epoch")
 
 
 class SweepSummary(Callback):
-    """Hydra callback: writes the summary when a multirun has finished."""
+    """Hydra callback: rewrites the summary after every job of a multirun (so a sweep cut short
+    still has one) and shows it when the multirun has finished."""
+
+    def on_job_end(self, config, job_return=None, **kwargs) -> None:
+        from hydra.types import RunMode
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if config.hydra.mode == RunMode.MULTIRUN and sweep_dir.is_dir():
+            write_summary(sweep_dir)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
+        rows = collect(sweep_dir) if sweep_dir.is_dir() else []
+        if rows:
             path = write_summary(sweep_dir)
             log.info("sweep summary: %s\n%s", path, path.read_text())
+            failed = [r["job"] for r in rows if r["status"] == "failed"]
+            if failed:
+                log.warning("%d of %d jobs left no metrics (their errors are in their logs): %s",
+                            len(failed), len(rows), ", ".join(failed))
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
@@ -81,7 +95,7 @@ def summary_table(rows: list[dict]) -> str:
     for r in rows:
         groups.setdefault(tuple(r["overrides"].get(k, "") for k in keys), []).append(r)
     shown = [m for m in HEADLINE if any(m in r["metrics"] for r in rows)]
-    head = [*keys, "seeds", "failed", *shown]
+    head = [*keys, "runs", "failed", *shown]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for setting, members in groups.items():
         ok = [r for r in members if r["status"] == "ok"]

@@ -46,6 +46,16 @@ def test_sweep_runs_each_job_in_a_readable_subdir(data_root, tmp_path):
     assert m0["test/rel_l2"] != m1["test/rel_l2"]  # different seeds, different models
 
 
+def test_a_diverging_job_does_not_end_the_sweep(data_root, tmp_path):
+    res = run_script("train.py", "-m", "experiment=fno_tiny", "optimizer.lr=1e6,1e-3", "trainer.max_epochs=1",
+                     "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout + res.stderr
+    assert "training diverged" in out and "1 of 2 jobs left no metrics" in out
+    table = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "| fno_tiny | 1000000.0 | 1 | 0 | 1 | — |" in table and "| fno_tiny | 0.001 | 1 | 1 | 0 | " in table
+
+
 def test_ddp_on_two_cpu_processes(data_root, tmp_path):
     res = run_script("train.py", "experiment=fno_tiny", "trainer=ddp", "trainer.accelerator=cpu",
                      "trainer.devices=2", "trainer.max_epochs=1",
