@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -113,7 +114,8 @@ def write_summary(sweep_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{sweep_dir} holds no Hydra job directories (*/.hydra/overrides.yaml)")
     override_keys = sorted({k for r in rows for k in r["overrides"]})
     metric_keys = sorted({k for r in rows for k in r["metrics"]})
-    tmp = sweep_dir / "summary.csv.tmp"
+    # per-process temporary names: parallel jobs (joblib, a cluster) may finish at the same time
+    tmp = sweep_dir / f".summary.csv.{os.getpid()}.tmp"
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["job", *override_keys, "status", *metric_keys])
@@ -122,7 +124,7 @@ def write_summary(sweep_dir: str | Path) -> Path:
                              *(r["metrics"].get(k, "") for k in metric_keys)])
     tmp.replace(sweep_dir / "summary.csv")
     md = sweep_dir / "summary.md"
-    tmp = md.with_suffix(".md.tmp")
+    tmp = sweep_dir / f".summary.md.{os.getpid()}.tmp"
     tmp.write_text(f"# {sweep_dir}: {len(rows)} jobs\n\n" + summary_table(rows))
     tmp.replace(md)
     return md
