@@ -269,14 +269,57 @@ def compile_network(task, mode) -> None:
         log.info("network compiled with torch.compile (mode %s) at its first step", modes[mode])
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
+    """What ``resume=auto`` finds in the run dir ``out``: ``(None, metrics)`` when the run there
+    finished (``metrics.json``), ``(last.ckpt, None)`` when it was cut short after an epoch, and
+    ``(None, None)`` when there is nothing to continue. A run dir holding a run of another config
+    is refused: continuing it under this one would mix the two."""
+    stored = out / "config.yaml"
+    if not stored.exists():
+        return None, None
+    old, new = (_flat({k: v for k, v in c.items() if k not in ("resume", "run_dir")})
+                for c in (yaml.safe_load(stored.read_text()) or {}, to_dict(cfg)))
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    if differ:
+        raise UserError(f"resume=auto: {out} holds a run of another config (differs in {', '.join(differ[:4])}"
+                        f"{', …' if len(differ) > 4 else ''}); give another run dir, or resume=<checkpoint> "
+                        "to continue it under this config on purpose")
+    if (out / "metrics.json").exists():
+        return None, json.loads((out / "metrics.json").read_text())
+    last = out / "checkpoints" / "last.ckpt"
+    return (str(last), None) if last.exists() else (None, None)
+
+
 def train(cfg: DictConfig) -> dict:
-    """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the metrics."""
+    """Train ``cfg.model`` on ``cfg.data``; test the best checkpoint; return the metrics.
+
+    ``resume=auto`` makes the same command safe to repeat (a preempted job, a sweep rerun into
+    the same ``hydra.sweep.dir``): a finished run returns its metrics, a cut one continues from
+    its ``last.ckpt``, a new one starts.
+    """
     keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
     if cfg.get("resume") and cfg.get("init_from"):
         raise UserError("resume= continues a run and init_from= starts a new one from weights: give only one")
     out = run_dir(cfg)
     check_compatible(cfg)
     trainer_arguments(cfg)  # a typo in trainer.* is reported now, not after data and model are built
+    resume = None
+    if str(cfg.get("resume")) == "auto":
+        resume, finished = auto_resume(cfg, out)
+        if finished is not None:
+            log.info("resume=auto: the run in %s has finished (test/rel_l2 %.4g); nothing to do", out,
+                     finished.get("test/rel_l2", float("nan")))
+            return finished
+        log.info("resume=auto: %s", f"continuing from {resume}" if resume else "nothing to continue, a new run")
+    elif cfg.get("resume"):
+        resume = str(checkpoint.resolve_path(cfg.resume, prefer="last"))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     write_config(cfg, out)
 
@@ -288,7 +331,6 @@ def train(cfg: DictConfig) -> dict:
                  "stats": dm.stats}
     if cfg.get("init_from"):
         checkpoint.load_weights(task, cfg.init_from)
-    resume = str(checkpoint.resolve_path(cfg.resume, prefer="last")) if cfg.get("resume") else None
     if resume:
         checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
     task.configure_model()  # Lightning's hook, called early (idempotent) so that adapters (LoRA) are in place

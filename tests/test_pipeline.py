@@ -110,6 +110,22 @@ def test_resume_after_a_crash_continues_exactly(optimizer, data_root, tmp_path):
     assert resumed["test/rel_l2"] == pytest.approx(full["test/rel_l2"], rel=1e-5)
 
 
+def test_resume_auto_continues_a_cut_run_and_skips_a_finished_one(data_root, tmp_path):
+    base = ["experiment=fno_tiny", "trainer.max_epochs=3", "resume=auto", f"run_dir={tmp_path / 'run'}"]
+    full = train(compose("train", base[:2] + [f"run_dir={tmp_path / 'full'}"]))
+    assert train(compose("train", base[:2] + ["resume=auto", f"run_dir={tmp_path / 'new'}"]))["epochs"] == 3
+    with extra_callback(CrashAtEpoch(2)), pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose("train", base))  # preempted after two epochs
+    resumed = train(compose("train", base))  # the same command again: continues from last.ckpt
+    assert resumed["epochs"] == 3 and resumed["train_seconds"] > 0
+    assert resumed["test/rel_l2"] == pytest.approx(full["test/rel_l2"], rel=1e-5)
+    with extra_callback(CrashAtEpoch(0)):  # and once more: finished, so nothing is trained
+        again = train(compose("train", base))
+    assert again == json.loads((tmp_path / "run" / "metrics.json").read_text())
+    with pytest.raises(UserError, match=r"another config \(differs in optimizer.lr\)"):
+        train(compose("train", base + ["optimizer.lr=0.5"]))
+
+
 @pytest.mark.parametrize("family", families())
 def test_every_family_learns_its_tiny_task(family, data_root, tmp_path):
     """60 epochs on 8 tiny samples must beat the trivial prediction clearly: persistence for
