@@ -3,6 +3,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from neuropde.errors import UserError
 from neuropde.run import predict_shorthands
@@ -18,6 +20,8 @@ def main(cfg):
         predict(cfg)
     except UserError as err:
         logging.getLogger("neuropde").error(str(err))
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return  # one bad checkpoint of a sweep (ckpt=a,b,c) does not end the others
         sys.exit(2)
 
 
