@@ -133,12 +133,39 @@ def test_compiled_training_keeps_checkpoints_interchangeable(data_root, tmp_path
     assert out["test/rel_l2"] == pytest.approx(metrics["test/rel_l2"], rel=1e-4)
 
 
-def test_bf16_mixed_precision_keeps_spectra_in_fp32(data_root, tmp_path):
-    """trainer.precision=bf16-mixed runs; the Fourier layers compute in fp32 inside autocast."""
+def test_bf16_mixed_precision_keeps_spectra_in_fp32(data_root, tmp_path, monkeypatch):
+    """trainer.precision=bf16-mixed runs; the Fourier layers compute in fp32 inside autocast.
+
+    The tensors that reach the spectral contraction (both transforms) are recorded during the
+    run: all float32, with autocast off inside, while the 1x1 layers around them ran in bf16.
+    """
+    from neuropde.nn import fourier_net, spectral
+
+    seen, pointwise_dtypes = [], set()
+    for name in ("_forward_dft", "_forward_fft"):
+        original = getattr(spectral.SpectralConv, name)
+
+        def recording(self, x, w, b, *args, _original=original, **kw):
+            seen.append((x.dtype, w.dtype, None if b is None else b.dtype, torch.is_autocast_enabled(x.device.type)))
+            return _original(self, x, w, b, *args, **kw)
+
+        monkeypatch.setattr(spectral.SpectralConv, name, recording)
+    original_pointwise = fourier_net._Pointwise.forward
+
+    def pointwise(self, x):
+        out = original_pointwise(self, x)
+        pointwise_dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(fourier_net._Pointwise, "forward", pointwise)
     cfg = compose("train", ["experiment=fno_tiny", "model.net.backend=neuropde", "trainer.precision=bf16-mixed",
                             "trainer.max_epochs=1", f"run_dir={tmp_path}"])
     metrics = train(cfg)
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+    assert torch.bfloat16 in pointwise_dtypes  # autocast was in effect around the spectral layers
+    assert seen, "no spectral contraction ran"
+    assert all(x == w == torch.float32 and b in (None, torch.float32) and not autocast
+               for x, w, b, autocast in seen), set(seen)
 
 
 def test_observer_runs_on_the_neuropde_backend(data_root, tmp_path):

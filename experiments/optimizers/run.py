@@ -8,6 +8,11 @@ every rule has a result after each seed; a run whose ``metrics.json`` exists is 
 so an interrupted sweep continues where it stopped. Writes ``results/quick.json`` (mean ± std of
 the test relative L2 per rule, and every run) and ``results/quick_loss.png`` (training loss and
 validation relative L2 against the step, mean over seeds per rule).
+
+    python experiments/optimizers/run.py --quick --rules adamw,hybrid_auon   # rerun some rules only
+
+A rule with no run on disk keeps its entry of the existing ``results/quick.json``, marked
+``"carried_over": true`` (its runs were made by an earlier version of the code).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from neuropde.data.store import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-RULES = ("adamw", "muon", "auon", "hybrid_auon", "root")
+RULES = ("adamw", "muon", "auon", "hybrid_auon", "root", "muon_randomized")
 SEEDS = (0, 1, 2)
 
 
@@ -35,10 +40,10 @@ def run_dir(out: Path, rule: str, seed: int) -> Path:
     return out / f"{rule}_seed{seed}"
 
 
-def sweep(out: Path) -> None:
+def sweep(out: Path, rules: tuple[str, ...]) -> None:
     """Launch the missing (rule, seed) runs, one Hydra multirun per seed."""
     for seed in SEEDS:
-        missing = [r for r in RULES if not (run_dir(out, r, seed) / "metrics.json").exists()]
+        missing = [r for r in rules if not (run_dir(out, r, seed) / "metrics.json").exists()]
         if not missing:
             continue
         # hydra.sweep.subdir names each run by rule and seed so the collection step finds it
@@ -111,6 +116,11 @@ def collect(out: Path) -> dict:
         summary[rule] = {"test_rel_l2_mean": statistics.fmean(errs),
                          "test_rel_l2_std": statistics.stdev(errs) if len(errs) > 1 else float("nan"),
                          "seeds": len(errs), "runs": {r["seed"]: r["test_rel_l2"] for r in by_seed}}
+    previous = HERE / "results" / "quick.json"
+    if previous.exists():
+        for rule, entry in json.loads(previous.read_text())["rules"].items():
+            if rule not in summary:
+                summary[rule] = {**entry, "carried_over": True}
     if "adamw" in summary:
         for rule, s in summary.items():
             s["ratio_to_adamw"] = s["test_rel_l2_mean"] / summary["adamw"]["test_rel_l2_mean"]
@@ -124,12 +134,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", required=True, help="experiment=sfno_quick (CPU-sized)")
     p.add_argument("--collect", action="store_true", help="only gather finished runs")
+    p.add_argument("--rules", default=",".join(RULES), help="comma-separated optimizer configs to run")
     p.add_argument("--out", default=str(HERE / "runs" / "quick"), help="where the run dirs go")
     args = p.parse_args()
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
     if not args.collect:
-        sweep(out)
+        unknown = set(args.rules.split(",")) - set(RULES)
+        if unknown:
+            p.error(f"unknown rules {sorted(unknown)}; choose from {RULES}")
+        sweep(out, tuple(args.rules.split(",")))
     summary = collect(out)
     results = {"experiment": "sfno_quick", "rules": summary,
                "sweep_wall_seconds": None if args.collect else round(time.perf_counter() - t0, 1),

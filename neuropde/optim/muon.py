@@ -86,28 +86,50 @@ def _ns_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _symmetric_update(M: torch.Tensor, group: dict) -> torch.Tensor:
-    """A symmetry-compatible map of momenta (B, ..., m, n); with "match_rms_adamw" each matrix's
-    update is rescaled to RMS 0.2 (the maps differ in norm: row-norm has ‖U‖_F = √m)."""
-    U = symmetric_map(M, group["rule"], alpha=group.get("alpha", 0.0), center=group.get("center", False),
-                      eps=group.get("eps", 1e-8))
-    if group["adjust_lr_fn"] != "match_rms_adamw":
-        return U
+ADAMW_RMS = 0.2  # RMS of an AdamW update per unit lr, which "match_rms_adamw" gives every rule
+# Rules whose map has no norm fixed by the matrix shape: one Newton–Schulz step on a
+# Frobenius-normalised matrix scales its singular values by up to ≈ 3.4 (hybrid_auon), a rank-r
+# polar factor has only r unit singular values (randomized), and the symmetric maps differ in norm
+# (row-norm has ‖U‖_F = √m). A shape factor misses the target for these (measured update RMS / lr
+# 0.68 and 0.035 before), so under "match_rms_adamw" their update is rescaled by its measured RMS.
+MEASURED_RMS_RULES = ("hybrid_auon", "randomized") + MAPS
+
+
+def match_rms(U: torch.Tensor, target: float = ADAMW_RMS) -> torch.Tensor:
+    """Each matrix of (..., m, n), real or complex, rescaled to RMS ``target`` (zero stays zero)."""
     rms = U.abs().pow(2).mean(dim=(-2, -1), keepdim=True).sqrt()
-    return U * (0.2 / (rms + 1e-12))
+    return U * (target / (rms + 1e-12))
+
+
+def _rule_update(mats: torch.Tensor, group: dict) -> torch.Tensor:
+    """The group's rule applied to a batch of momentum matrices (..., m, n), before the shape
+    factor of :func:`_update_scale`."""
+    rule = group["rule"]
+    if rule in MAPS:
+        U = symmetric_map(mats, rule, alpha=group.get("alpha", 0.0), center=group.get("center", False),
+                          eps=group.get("eps", 1e-8))
+    else:
+        dtype = _ns_dtype(group.get("ns_dtype", "bfloat16"), mats.device)
+        U = _per_matrix(mats, rule, group["ns_steps"], dtype, group.get("ns_coefficients", "muon"))
+    if rule in MEASURED_RMS_RULES and group["adjust_lr_fn"] == "match_rms_adamw":
+        U = match_rms(U)
+    return U
 
 
 def _update_scale(rule: str, rows: int, cols: int, convention: str) -> float:
     """Factor multiplying a rule's map of an m×n momentum matrix.
 
-    Polar-factor rules (muon, root, randomized) use Muon's conventions (:func:`scale_factor`).
-    AuON's map has unit Frobenius norm (RMS 1/√(mn)), so there "match_rms_adamw" is 0.2·√(mn):
-    the update RMS is then ≈ 0.2 like AdamW's and one learning rate serves every rule.
+    Polar-factor rules (muon, root) use Muon's conventions (:func:`scale_factor`): under
+    "match_rms_adamw", 0.2·√max(m, n) on min(m, n) singular values near 1 gives update RMS ≈ 0.2.
+    AuON's map has unit Frobenius norm (RMS 1/√(mn)), so there "match_rms_adamw" is 0.2·√(mn).
+    The rules of :data:`MEASURED_RMS_RULES` were already rescaled to RMS 0.2 by
+    :func:`_rule_update`, and the symmetric maps under "none" keep the reference form: factor 1.
+    Under "original", hybrid_auon and randomized keep their papers' √max(1, m/n).
     """
-    if rule in MAPS:  # already scaled by _symmetric_update
+    if rule in MAPS or (rule in MEASURED_RMS_RULES and convention == "match_rms_adamw"):
         return 1.0
     if rule in ("auon", "hybrid_auon") and convention == "match_rms_adamw":
-        return 0.2 * math.sqrt(rows * cols)
+        return ADAMW_RMS * math.sqrt(rows * cols)
     return scale_factor(rows, cols, convention)
 
 
@@ -169,7 +191,7 @@ class MatrixMuon(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            rule, steps, coefs = group["rule"], group["ns_steps"], group.get("ns_coefficients", "muon")
+            rule = group["rule"]
             # all matrices of one shape go through the rule in one batched call
             buckets: dict[tuple, list] = {}
             for p in group["params"]:
@@ -187,18 +209,13 @@ class MatrixMuon(Optimizer):
                     # parameter before the next keeps its update in cache (stacking them cost a copy,
                     # and holding all updates until the end 2x slower casts and lerps: 40 vs 37 ms
                     # against torch.optim.Muon's 37 ms for 8 matrices of 512² on 2 cores)
-                    dtype = _ns_dtype(group.get("ns_dtype", "bfloat16"), mats.device)
-                    self._apply(p, _per_matrix(mats, rule, steps, dtype, coefs), rows, cols, group)
+                    self._apply(p, _rule_update(mats, group), rows, cols, group)
                     continue
                 key = (tuple(mats.shape), mats.dtype, mats.device)
                 buckets.setdefault(key, []).append((p, mats, rows, cols))
             for items in buckets.values():
                 mats = torch.stack([m for _, m, _, _ in items])
-                if rule in MAPS:
-                    orthos = _symmetric_update(mats, group).unbind(0)
-                else:
-                    dtype = _ns_dtype(group.get("ns_dtype", "bfloat16"), mats.device)
-                    orthos = _per_matrix(mats, rule, steps, dtype, coefs).unbind(0)
+                orthos = _rule_update(mats, group).unbind(0)
                 for (p, _, rows, cols), ortho in zip(items, orthos):
                     self._apply(p, ortho, rows, cols, group)
         return loss
