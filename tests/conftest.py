@@ -53,3 +53,23 @@ def trained_fno(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("fno_run")
     cfg = compose("train", ["experiment=fno_tiny", f"run_dir={out}"])
     return out, train(cfg)
+
+
+def epoch_train_losses(run_dir: Path) -> list[float]:
+    """Mean training loss per epoch from a run's CSV log (``logs/metrics.csv``).
+
+    The residual MSE where the task logs one (SDGD's ``train/loss`` is a gradient surrogate whose
+    value means nothing), else ``train/loss``. Tests use it to check that a run learned something:
+    the last epoch's mean below the first's (one step's loss is too noisy to compare).
+    """
+    import csv
+    import statistics
+
+    with open(Path(run_dir) / "logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    key = "train/residual_mse" if any(r.get("train/residual_mse") for r in rows) else "train/loss"
+    by_epoch: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get(key):
+            by_epoch.setdefault(int(r["epoch"]), []).append(float(r[key]))
+    return [statistics.fmean(v) for _, v in sorted(by_epoch.items())]

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from tests.conftest import epoch_train_losses
+
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -32,8 +34,11 @@ def test_tiny_training_runs_on_gpu(tmp_path, data_root):
     from neuropde.run import train
     from tests.conftest import compose
 
-    metrics = train(compose("train", ["experiment=sfno_tiny", "trainer.accelerator=gpu", f"run_dir={tmp_path}"]))
+    metrics = train(compose("train", ["experiment=sfno_tiny", "trainer.accelerator=gpu", "trainer.max_epochs=4",
+                                      f"run_dir={tmp_path}"]))
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+    losses = epoch_train_losses(tmp_path)
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
 
 
 # every family's smallest preset: one epoch trained on the device, then predict.py on its checkpoint
@@ -41,15 +46,16 @@ FAMILY_PRESETS = ("fno_tiny", "mg_tfno_tiny", "lsm_tiny", "observer_tiny", "lemo
                   "phirom_ns2d_tiny", "sdgd_pinn_tiny", "equino_tiny", "dcdm_tiny")
 
 
-def train_and_predict(experiment: str, accelerator: str, run_dir) -> tuple[dict, dict]:
-    """One epoch of ``experiment`` on ``accelerator`` and predict.py (device: the same) on its
+def train_and_predict(experiment: str, accelerator: str, run_dir, epochs: int = 4) -> tuple[dict, dict]:
+    """``epochs`` epochs of ``experiment`` on ``accelerator`` and predict.py (device: the same) on its
     checkpoint: (train metrics, predict metrics). Also runs on the CPU (``accelerator="cpu"``),
-    which is how these GPU tests are checked on a machine without one."""
+    which is how these GPU tests are checked on a machine without one. Four epochs: on the CPU
+    every family's mean training loss fell in each of its first six epochs (2026-12-06)."""
     from neuropde.run import predict, train
     from tests.conftest import compose
 
     metrics = train(compose("train", [f"experiment={experiment}", f"trainer.accelerator={accelerator}",
-                                      "trainer.max_epochs=1", "++trainer.check_val_every_n_epoch=1",
+                                      f"trainer.max_epochs={epochs}", "++trainer.check_val_every_n_epoch=1",
                                       f"run_dir={run_dir / 'train'}"]))
     device = "cuda" if accelerator == "gpu" else "cpu"
     predicted = predict(compose("predict", [f"ckpt={run_dir / 'train'}", f"device={device}", "n_plots=1",
@@ -64,6 +70,8 @@ def test_every_family_trains_and_predicts_on_gpu(experiment, tmp_path, data_root
     metrics, predicted = train_and_predict(experiment, "gpu", tmp_path)
     tested = {k: v for k, v in metrics.items() if k.startswith("test/") and isinstance(v, float)}
     assert tested and all(math.isfinite(v) for v in tested.values()), tested
+    losses = epoch_train_losses(tmp_path / "train")
+    assert len(losses) == 4 and losses[-1] < losses[0], losses  # it learned on the device
     assert predicted, "predict.py returned no metrics"
 
 
@@ -89,7 +97,9 @@ def test_fast_fno_trains_on_gpu(options, tmp_path, data_root):
     from tests.conftest import compose
 
     metrics = train(compose("train", ["experiment=fno_tiny", "model.net.backend=neuropde", "trainer.accelerator=gpu",
-                                      "trainer.max_epochs=2", *options, f"run_dir={tmp_path}"]))
+                                      "trainer.max_epochs=4", *options, f"run_dir={tmp_path}"]))
     assert math.isfinite(metrics["test/rel_l2"])
+    losses = epoch_train_losses(tmp_path)
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
     predicted = predict(compose("predict", [f"ckpt={tmp_path}", "device=cuda", f"run_dir={tmp_path / 'pred'}"]))
     assert predicted["test/rel_l2"] == pytest.approx(metrics["test/rel_l2"], rel=5e-2)  # bf16 vs fp32 predict

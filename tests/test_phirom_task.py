@@ -77,7 +77,7 @@ def test_parametric_phirom_steps_each_snapshot_with_its_own_viscosity(data_root,
     """Ψ(α, ν) and the solver in the loss take each snapshot's ν; training and predict run."""
     from neuropde.run import build_datamodule, build_task
 
-    cfg = compose("train", ["experiment=phirom_tiny", *PARAMETRIC, f"run_dir={tmp_path / 'run'}"])
+    cfg = compose("train", ["experiment=phirom_tiny", *PARAMETRIC, "trainer.max_epochs=6", f"run_dir={tmp_path / 'run'}"])
     dm = build_datamodule(cfg, progress=False)
     dm.setup("fit")
     task = build_task(cfg, dm.stats)
@@ -88,7 +88,9 @@ def test_parametric_phirom_steps_each_snapshot_with_its_own_viscosity(data_root,
     swapped, _ = task.solver_velocity(task.latents[i, j] + 0.1, torch.Generator().manual_seed(0), (i + 1) % 16)
     assert not torch.allclose(velocity, swapped)  # the viscosity of the row matters
     m = train(cfg)
-    assert m["test/rel_l2"] < 1.5 and "test/rel_l2_extrap" in m
+    # a working model: measured 0.069-0.099 (beyond the training frames 0.20-0.26) over seeds 0-2
+    # after 6 epochs on the 2-core CPU; 2 epochs gave 0.67-1.0, no better than predicting zero
+    assert m["test/rel_l2"] < 0.15 and m["test/rel_l2_extrap"] < 0.4, m
     p = predict(compose("predict", [f"ckpt={tmp_path / 'run'}", f"run_dir={tmp_path / 'pred'}"]))
     assert p["test/rel_l2"] == pytest.approx(m["test/rel_l2"], rel=1e-4)
 

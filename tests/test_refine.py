@@ -53,6 +53,11 @@ def test_refinement_lowers_the_residual_without_ground_truth(trained_sfno):
     assert res.refined.shape == y.shape and torch.isfinite(res.refined).all()
     assert (res.estimate_refined < 0.75 * res.estimate).all(), (res.estimate, res.estimate_refined)  # measured ~0.55
     assert res.history[-1] < res.history[0]
+    # and the true error falls with it: the residual is an estimate of the error, not the goal
+    error = lambda pred: ((pred - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1))  # noqa: E731
+    before, after = error(res.prediction.to(y.dtype)), error(res.refined.to(y.dtype))
+    # measured on the 2-core CPU: 0.75-0.84 of the error before, per trajectory
+    assert (after < before).all() and (after / before).mean() < 0.92, (before, after)
     # the frozen part is untouched
     after = checkpoint.read(trained_sfno)["state_dict"]
     assert all(torch.equal(v, task.state_dict()[k]) for k, v in after.items())

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import CONF, run_script
+from tests.conftest import CONF, epoch_train_losses, run_script
 
 
 def test_unknown_option_lists_the_choices(tmp_path):
@@ -58,13 +58,15 @@ def test_a_diverging_job_does_not_end_the_sweep(data_root, tmp_path):
 
 def test_ddp_on_two_cpu_processes(data_root, tmp_path):
     res = run_script("train.py", "experiment=fno_tiny", "trainer=ddp", "trainer.accelerator=cpu",
-                     "trainer.devices=2", "trainer.max_epochs=1",
+                     "trainer.devices=2", "trainer.max_epochs=4",
                      "hydra.run.dir=ddp_run", cwd=tmp_path, timeout=600)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     out = res.stdout + res.stderr
     assert "distributed_backend=gloo" in out and "All distributed processes registered" in out
     metrics = json.loads((tmp_path / "ddp_run" / "metrics.json").read_text())
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+    losses = epoch_train_losses(tmp_path / "ddp_run")  # rank 0's log: the two processes trained one model
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
 
 
 def test_predict_cli_with_resolution_edit(trained_fno, tmp_path):

@@ -128,10 +128,32 @@ def test_predict_reproduces_the_test_error_and_refuses_another_dimension(data_ro
         predict(compose("predict", [f"ckpt={ckpt}", "+data.dim=20", f"run_dir={tmp_path / 'pred2'}"]))
 
 
-def test_trains_in_float64(data_root, tmp_path):
+def test_trains_in_float64(data_root, tmp_path, monkeypatch):
+    """trainer.precision=64-true: weights, collocation points, losses and outputs are float64."""
     from neuropde.run import train
+    from neuropde.tasks import pinn
     from tests.conftest import compose
 
+    seen = {"params": set(), "loss": set(), "output": set()}
+    step, forward = pinn.SDGDTask.training_step, BallPINN.forward
+
+    def recording_step(self, batch, batch_idx):
+        seen["params"].update(p.dtype for p in self.parameters())
+        loss = step(self, batch, batch_idx)
+        seen["loss"].add(loss.dtype)
+        return loss
+
+    def recording_forward(self, x):
+        out = forward(self, x)
+        seen["output"].add((x.dtype, out.dtype))
+        return out
+
+    monkeypatch.setattr(pinn.SDGDTask, "training_step", recording_step)
+    monkeypatch.setattr(BallPINN, "forward", recording_forward)  # evaluation calls the net itself
     metrics = train(compose("train", ["experiment=sdgd_pinn_tiny", "trainer.precision=64-true", "logger=none",
                                       "trainer.max_epochs=1", f"run_dir={tmp_path}"]))
     assert metrics["test/rel_l2"] == metrics["test/rel_l2"]
+    assert seen["params"] == {torch.float64} and seen["loss"] == {torch.float64}
+    assert seen["output"] == {(torch.float64, torch.float64)}  # evaluation points and u_θ
+    state = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float64}
