@@ -6,7 +6,9 @@ factors are shared by every layer and a layer is the core contracted with one ro
 factor. neuraloperator 2.x dropped this option (reference notes mg-tfno.md, pitfall 8), so it is
 rebuilt here on top of neuraloperator's ``SpectralConv``: each layer's ``weight`` becomes a view
 that slices the shared tensor, and neuraloperator's contraction (factorised or reconstructed) runs
-on that slice unchanged.
+on that slice unchanged. The paper's tensor also stacks the 2^(d-1) frequency-corner blocks of each
+layer on the first mode; neuraloperator 2.x keeps one fft-shifted block per layer, so here the first
+mode is the layer alone.
 
 ``rank`` keeps its per-layer meaning, a fraction of the dense parameter count, here of all layers
 together; for Tucker the layer mode keeps full rank (as in the paper). At one rank fraction the
