@@ -1,7 +1,7 @@
 """MG-TFNO study: parameters, memory per call, time and accuracy of dense FNO, TFNO and MG-TFNO
 on the same data and budget (arXiv 2310.00120; see README.md here).
 
-    python experiments/mg_tfno/run.py --quick   # CPU: ns2d_hr_t025 (64², T = 0.25, 512 pairs), mg_tfno_quick at 6 epochs
+    python experiments/mg_tfno/run.py --quick   # CPU: ns2d_hr_t025 (64², T = 0.25, 512 pairs), mg_tfno_quick at 4 epochs
     python experiments/mg_tfno/run.py --full    # GPU: ns2d_hr (128², 2000 pairs)
 
 Every variant is ``model=mg_tfno`` with other settings: spectral weights dense, per-layer Tucker
@@ -42,8 +42,8 @@ WEIGHTS = {"dense": ["model.net.factorization=dense"],
            "joint": ["model.net.factorization=tucker", "model.net.rank=0.1", "model.net.joint=true"]}
 VARIANTS = {f"{w}_l{level}": WEIGHTS[w] + [f"model.net.levels={level}"] for level in (0, 1, 2) for w in WEIGHTS}
 BASELINE = "dense_l0"  # the dense FNO on whole fields: compression is relative to it
-# quick: 6 epochs (mg_tfno_quick has 20), the same for every variant, so that the 9 runs fit the CPU time.
-MODES = {"quick": ["experiment=mg_tfno_quick", "data=ns2d_hr_t025", "trainer.max_epochs=6"],
+# quick: 4 epochs (mg_tfno_quick has 20), the same for every variant, so that the 9 runs fit the CPU time.
+MODES = {"quick": ["experiment=mg_tfno_quick", "data=ns2d_hr_t025", "trainer.max_epochs=4"],
          "full": ["model=mg_tfno", "data=ns2d_hr", "trainer.max_epochs=100"]}
 
 
@@ -122,7 +122,7 @@ def markdown_table(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--quick", action="store_true", help="CPU-sized: ns2d_hr_t025, mg_tfno_quick budget at 6 epochs")
+    g.add_argument("--quick", action="store_true", help="CPU-sized: ns2d_hr_t025, mg_tfno_quick budget at 4 epochs")
     g.add_argument("--full", action="store_true", help="GPU-sized: ns2d_hr at 128²")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
