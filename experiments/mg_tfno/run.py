@@ -106,6 +106,18 @@ def contraction_ms(cfg, device, repeats: int = 10) -> dict:
     return out
 
 
+def same_settings(run: Path, cfg) -> bool:
+    """Whether the finished run in ``run`` had the data, network and budget that ``cfg`` asks for."""
+    from omegaconf import OmegaConf
+
+    if not (run / "config.yaml").exists():
+        return False
+    old = OmegaConf.load(run / "config.yaml")
+    pick = lambda c: OmegaConf.to_container(OmegaConf.masked_copy(c, ["data", "model", "trainer", "optimizer"]),  # noqa: E731
+                                            resolve=True)
+    return pick(old) == pick(cfg)
+
+
 def markdown_table(results: dict) -> str:
     """The README table: one row per variant."""
     rows = ["| variant | parameters | compression vs dense FNO (L = 0) | peak MiB per training call | s per epoch "
@@ -162,6 +174,10 @@ def main() -> None:
         if args.memory_only:
             results["params"][name] = sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters())
         else:
+            if (run / "metrics.json").exists() and not same_settings(run, cfg):
+                stale = run.with_name(f"{run.name}.stale-{int(time.time())}")
+                print(f"{name}: {run} was trained with other settings; moved to {stale}", flush=True)
+                run.rename(stale)
             if (run / "metrics.json").exists():
                 metrics = json.loads((run / "metrics.json").read_text())
             else:
