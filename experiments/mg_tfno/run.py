@@ -140,17 +140,19 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
     p.add_argument("--memory-only", action="store_true",
                    help="no training: parameters, memory per call and contraction time only (-> results/<mode>_memory.json)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data are the same for every seed)")
     p.add_argument("--no-timing", action="store_true", help="skip the factorized-vs-reconstructed timing")
     p.add_argument("--resolution", type=int, default=None, help="with --memory-only: the field size (default: the data's)")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out_file = HERE / "results" / f"{mode}{'_memory' if args.memory_only else ''}.json"
+    tag = mode + (f"_seed{args.seed}" if args.seed else "")  # seed 0: results/<mode>.json, runs/<mode>/
+    out_file = HERE / "results" / f"{tag}{'_memory' if args.memory_only else ''}.json"
     keys = ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")
     results = json.loads(out_file.read_text()) if out_file.exists() and not args.memory_only else {}
     for k in keys:
         results.setdefault(k, {})
-    results["settings"] = MODES[mode]
+    results["settings"] = MODES[mode] + [f"seed={args.seed}"]
     results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "python": platform.python_version(),
@@ -166,8 +168,8 @@ def main() -> None:
     from hydra.utils import instantiate
 
     for name in args.variants:
-        run = Path(args.out) / mode / name
-        cfg = compose_config("train", MODES[mode] + VARIANTS[name] + [f"run_dir={run}"]
+        run = Path(args.out) / tag / name
+        cfg = compose_config("train", MODES[mode] + VARIANTS[name] + [f"run_dir={run}", f"seed={args.seed}"]
                              + ([f"data.resolution={args.resolution}"] if args.resolution else []))
         results["resolution"] = int(cfg.data.resolution)
         net = instantiate(cfg.model.net)
