@@ -66,6 +66,9 @@ class FNO(nn.Module):
             raise ValueError(f"factorization must be dense, tucker, cp or tt, got {factorization!r}")
         if implementation not in ("factorized", "reconstructed"):
             raise ValueError(f"implementation must be factorized or reconstructed, got {implementation!r}")
+        if joint and factorization is None:
+            raise ValueError("joint=true shares one factorised tensor between the layers; "
+                             "set factorization to tucker, cp or tt (dense weights have nothing to share)")
         self.dim, self.backend = len(modes), backend
         if backend == "neuropde":
             if factorization is not None:
@@ -82,9 +85,6 @@ class FNO(nn.Module):
                                 positional_embedding=positional_embedding, factorization=factorization,
                                 rank=float(rank), implementation=implementation)
         if joint:
-            if factorization is None:
-                raise ValueError("joint=true shares one factorised tensor between the layers; "
-                                 "set factorization to tucker, cp or tt (dense weights have nothing to share)")
             from neuropde.nn.joint_factorization import JointSpectralWeight
 
             self.joint = JointSpectralWeight(self.fno.fno_blocks.convs, factorization, float(rank), implementation)
