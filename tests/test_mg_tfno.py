@@ -129,3 +129,75 @@ def test_pairs_get_separate_input_and_output_statistics(data_root, tmp_path):
     fresh = OperatorTask(torch.nn.Identity(), t_out=1, optimizer={})
     fresh.load_state_dict(old)
     assert fresh.out_std == task.norm_std
+
+
+def test_joint_factorization_is_one_tensor_shared_by_all_layers():
+    """joint=true: no per-layer spectral weights; one (L, C, C, *modes) Tucker tensor whose channel and
+    mode factors all layers share, so at the same rank fraction (of all layers' dense weights) it
+    keeps about the per-layer count with larger ranks; factorised ≡ reconstructed contraction."""
+    from neuropde.nn.joint_factorization import JointSpectralWeight
+
+    kw = dict(modes=(8, 8), width=16, n_layers=4, factorization="tucker", rank=0.1)
+    torch.manual_seed(0)
+    joint = MGTFNO(1, 1, levels=1, joint=True, **kw)
+    per_layer = MGTFNO(1, 1, levels=1, **kw)
+    names = [n for n, _ in joint.named_parameters()]
+    assert not any(".convs." in n and "weight" in n for n in names)
+    jw = joint.net.joint
+    assert isinstance(jw, JointSpectralWeight) and tuple(jw.weight.shape) == (4, 16, 16, 8, 5)
+    assert jw.rank[0] == 4  # the layer mode is not compressed
+    layer_ranks = per_layer.net.fno.fno_blocks.convs[0].weight.rank
+    assert all(j >= p for j, p in zip(jw.rank[1:], layer_ranks))
+    joint_count = sum(p.numel() * 2 for p in jw.parameters())
+    dense = 4 * 16 * 16 * 8 * 5 * 2
+    assert 0.08 < joint_count / dense < 0.12 and 0.9 < joint_count / spectral_params(per_layer) < 1.1
+    # the per-layer Tucker's ranks, shared: fewer parameters than L separate tensors
+    core = int(np.prod(layer_ranks))
+    factors = sum(n * r for n, r in zip((16, 16, 8, 5), layer_ranks))
+    assert 4 * core + 16 + factors < 4 * (core + factors)
+
+    x = torch.randn(2, 1, 32, 32, requires_grad=True)
+    y = joint(x)
+    y.square().mean().backward()
+    assert y.shape == (2, 1, 32, 32) and x.grad.shape == x.shape
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in jw.parameters())
+    recon = MGTFNO(1, 1, levels=1, joint=True, implementation="reconstructed", **kw)
+    recon.load_state_dict({k: v for k, v in joint.state_dict().items() if k != "_metadata"})
+    assert torch.allclose(recon(x), y, atol=1e-5)
+    for fac in ("cp", "tt"):
+        assert MGTFNO(1, 1, levels=0, joint=True, **{**kw, "factorization": fac})(x).shape == y.shape
+    with pytest.raises(ValueError, match="joint"):
+        MGTFNO(1, 1, joint=True, **{**kw, "factorization": "dense"})
+
+
+def test_joint_tfno_fits_a_batch():
+    """A few Adam steps on one batch lower the loss of the jointly factorised MG-TFNO."""
+    torch.manual_seed(0)
+    net = MGTFNO(1, 1, modes=(6, 6), width=12, n_layers=2, levels=1, joint=True)
+    g = torch.linspace(0, 2 * np.pi, 33)[:-1]
+    a = torch.randn(4, 1, 3, 1, 1)
+    x = a[:, :, 0] * torch.sin(g)[:, None] + a[:, :, 1] * torch.cos(2 * g)[None] + a[:, :, 2]  # (4, 1, 32, 32)
+    target = torch.roll(x, 3, dims=-1) + 0.5 * x  # smooth: within the kept modes
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(25):
+        opt.zero_grad()
+        loss = (net(x) - target).square().mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_joint_tfno_checkpoint_round_trips(data_root, tmp_path):
+    """Trained with joint=true, the checkpoint loads (weights_only) and predicts the same test error."""
+    from neuropde.run import predict, train
+    from tests.conftest import compose
+
+    cfg = compose("train", ["experiment=mg_tfno_tiny", "model.net.joint=true", "trainer.max_epochs=1",
+                            f"run_dir={tmp_path}"])
+    metrics = train(cfg)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert any(".joint.weight.core" in k for k in state) and not any(".convs.0.weight" in k for k in state)
+    out = predict(compose("predict", [f"ckpt={tmp_path}", f"run_dir={tmp_path / 'pred'}"]))
+    assert out["test/rel_l2"] == pytest.approx(metrics["test/rel_l2"], rel=1e-4)

@@ -1,15 +1,18 @@
 """MG-TFNO study: parameters, memory per call, time and accuracy of dense FNO, TFNO and MG-TFNO
 on the same data and budget (arXiv 2310.00120; see README.md here).
 
-    python experiments/mg_tfno/run.py --quick   # CPU: ns2d_hr_small (64², 512 pairs), experiment=mg_tfno_quick budget
+    python experiments/mg_tfno/run.py --quick   # CPU: ns2d_hr_t025 (64², T = 0.25, 512 pairs), mg_tfno_quick at 4 epochs
     python experiments/mg_tfno/run.py --full    # GPU: ns2d_hr (128², 2000 pairs)
 
-Every variant is ``model=mg_tfno`` with other settings (a dense FNO is ``factorization=dense
-levels=0``), trained with the quick experiment's budget; a variant whose run dir holds
-``metrics.json`` is not trained again. Writes ``results/<mode>.json`` with the keys ``params``,
-``rel_l2``, ``h1``, ``peak_mem_mb_per_call``, ``sec_per_epoch`` (each a dict by variant) and
-``compression`` (dense FNO's parameters / the variant's), and ``tucker_contraction_ms_per_call``
-(one training call of the Tucker-0.1 TFNO, factorized contraction vs the dense weight rebuilt).
+Every variant is ``model=mg_tfno`` with other settings: spectral weights dense, per-layer Tucker
+(rank 0.1) or one joint Tucker tensor for all layers (rank 0.1, ``model.net.joint=true``), at
+multi-grid levels 0, 1 and 2 (a dense FNO is ``factorization=dense levels=0``), all trained with
+the same budget. A variant whose run dir holds ``metrics.json`` is not trained again, and the
+results file is rewritten after each variant, so a cut run resumes where it stopped. Writes
+``results/<mode>.json`` with the keys ``params``, ``rel_l2``, ``h1``, ``peak_mem_mb_per_call``,
+``sec_per_epoch`` (each a dict by variant) and ``compression`` (dense FNO's parameters / the
+variant's), and ``tucker_contraction_ms_per_call`` (one training call of the Tucker-0.1 TFNO,
+factorized contraction vs the dense weight rebuilt).
 
 Peak memory of one training call (forward + backward): one full sample for FNO/TFNO, one patch
 for MG-TFNO. On CUDA it is ``torch.cuda.max_memory_allocated`` above the parameters; on the CPU,
@@ -32,17 +35,15 @@ from neuropde.run import compose_config, train
 
 HERE = Path(__file__).resolve().parent
 
-VARIANTS = {
-    "fno": ["model.net.factorization=dense", "model.net.levels=0"],
-    "tfno_tucker_0.05": ["model.net.factorization=tucker", "model.net.rank=0.05", "model.net.levels=0"],
-    "tfno_tucker_0.1": ["model.net.factorization=tucker", "model.net.rank=0.1", "model.net.levels=0"],
-    "tfno_tucker_0.2": ["model.net.factorization=tucker", "model.net.rank=0.2", "model.net.levels=0"],
-    "tfno_cp": ["model.net.factorization=cp", "model.net.rank=0.1", "model.net.levels=0"],
-    "tfno_tt": ["model.net.factorization=tt", "model.net.rank=0.1", "model.net.levels=0"],
-    "mg_tfno_l1": ["model.net.factorization=tucker", "model.net.rank=0.1", "model.net.levels=1"],
-    "mg_tfno_l2": ["model.net.factorization=tucker", "model.net.rank=0.1", "model.net.levels=2"],
-}
-MODES = {"quick": ["experiment=mg_tfno_quick"],
+# (spectral weights, multi-grid levels): dense FNO weights, per-layer Tucker (TFNO), and one Tucker tensor
+# for all layers (the paper's joint factorisation), each on whole fields (L = 0) and on 4^L patches.
+WEIGHTS = {"dense": ["model.net.factorization=dense"],
+           "tucker": ["model.net.factorization=tucker", "model.net.rank=0.1"],
+           "joint": ["model.net.factorization=tucker", "model.net.rank=0.1", "model.net.joint=true"]}
+VARIANTS = {f"{w}_l{level}": WEIGHTS[w] + [f"model.net.levels={level}"] for level in (0, 1, 2) for w in WEIGHTS}
+BASELINE = "dense_l0"  # the dense FNO on whole fields: compression is relative to it
+# quick: 4 epochs (mg_tfno_quick has 20), the same for every variant, so that the 9 runs fit the CPU time.
+MODES = {"quick": ["experiment=mg_tfno_quick", "data=ns2d_hr_t025", "trainer.max_epochs=4"],
          "full": ["model=mg_tfno", "data=ns2d_hr", "trainer.max_epochs=100"]}
 
 
@@ -105,9 +106,21 @@ def contraction_ms(cfg, device, repeats: int = 10) -> dict:
     return out
 
 
+def same_settings(run: Path, cfg) -> bool:
+    """Whether the finished run in ``run`` had the data, network and budget that ``cfg`` asks for."""
+    from omegaconf import OmegaConf
+
+    if not (run / "config.yaml").exists():
+        return False
+    old = OmegaConf.load(run / "config.yaml")
+    pick = lambda c: OmegaConf.to_container(OmegaConf.masked_copy(c, ["data", "model", "trainer", "optimizer"]),  # noqa: E731
+                                            resolve=True)
+    return pick(old) == pick(cfg)
+
+
 def markdown_table(results: dict) -> str:
     """The README table: one row per variant."""
-    rows = ["| variant | parameters | compression vs dense FNO | peak MiB per training call | s per epoch "
+    rows = ["| variant | parameters | compression vs dense FNO (L = 0) | peak MiB per training call | s per epoch "
             "| test rel. L2 | test rel. H1 |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
     for name in [v for v in VARIANTS if v in results["params"]]:
@@ -121,55 +134,68 @@ def markdown_table(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--quick", action="store_true", help="CPU-sized: ns2d_hr_small, mg_tfno_quick budget")
+    g.add_argument("--quick", action="store_true", help="CPU-sized: ns2d_hr_t025, mg_tfno_quick budget at 4 epochs")
     g.add_argument("--full", action="store_true", help="GPU-sized: ns2d_hr at 128²")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
     p.add_argument("--memory-only", action="store_true",
                    help="no training: parameters, memory per call and contraction time only (-> results/<mode>_memory.json)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the data are the same for every seed)")
+    p.add_argument("--no-timing", action="store_true", help="skip the factorized-vs-reconstructed timing")
     p.add_argument("--resolution", type=int, default=None, help="with --memory-only: the field size (default: the data's)")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = {k: {} for k in ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")}
-    for name in args.variants:
-        run = Path(args.out) / mode / name
-        cfg = compose_config("train", MODES[mode] + VARIANTS[name] + [f"run_dir={run}"]
-                      + ([f"data.resolution={args.resolution}"] if args.resolution else []))
-        if args.memory_only:
-            from hydra.utils import instantiate
-
-            net = instantiate(cfg.model.net)
-            results["params"][name] = sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters())
-            results["peak_mem_mb_per_call"][name] = round(
-                one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
-            continue
-        if (run / "metrics.json").exists():
-            metrics = json.loads((run / "metrics.json").read_text())
-        else:
-            t0 = time.perf_counter()
-            metrics = train(cfg)
-            print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
-        from hydra.utils import instantiate
-
-        net = instantiate(cfg.model.net)
-        results["params"][name] = metrics["params"]
-        results["rel_l2"][name] = metrics["test/rel_l2"]
-        results["h1"][name] = metrics["test/h1"]
-        results["sec_per_epoch"][name] = metrics.get("sec_per_epoch")
-        results["peak_mem_mb_per_call"][name] = round(
-            one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
-    results["tucker_contraction_ms_per_call"] = contraction_ms(compose_config("train", MODES[mode]), device)
-    if "fno" in results["params"]:
-        results["compression"] = {k: results["params"]["fno"] / v for k, v in results["params"].items()}
+    tag = mode + (f"_seed{args.seed}" if args.seed else "")  # seed 0: results/<mode>.json, runs/<mode>/
+    out_file = HERE / "results" / f"{tag}{'_memory' if args.memory_only else ''}.json"
+    keys = ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")
+    results = json.loads(out_file.read_text()) if out_file.exists() and not args.memory_only else {}
+    for k in keys:
+        results.setdefault(k, {})
+    results["settings"] = MODES[mode] + [f"seed={args.seed}"]
     results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                           "threads": torch.get_num_threads(), "torch": torch.__version__,
                           "python": platform.python_version(),
                           "memory_measure": "cuda max_memory_allocated" if device.type == "cuda"
                           else "bytes saved for backward + output"}
-    (HERE / "results").mkdir(exist_ok=True)
-    results["resolution"] = int(cfg.data.resolution)
-    atomic_write_json(HERE / "results" / f"{mode}{'_memory' if args.memory_only else ''}.json", results)
+
+    def save() -> None:
+        if BASELINE in results["params"]:
+            results["compression"] = {k: results["params"][BASELINE] / v for k, v in results["params"].items()}
+        out_file.parent.mkdir(exist_ok=True)
+        atomic_write_json(out_file, results)
+
+    from hydra.utils import instantiate
+
+    for name in args.variants:
+        run = Path(args.out) / tag / name
+        cfg = compose_config("train", MODES[mode] + VARIANTS[name] + [f"run_dir={run}", f"seed={args.seed}"]
+                             + ([f"data.resolution={args.resolution}"] if args.resolution else []))
+        results["resolution"] = int(cfg.data.resolution)
+        net = instantiate(cfg.model.net)
+        if args.memory_only:
+            results["params"][name] = sum(p.numel() * (2 if p.is_complex() else 1) for p in net.parameters())
+        else:
+            if (run / "metrics.json").exists() and not same_settings(run, cfg):
+                stale = run.with_name(f"{run.name}.stale-{int(time.time())}")
+                print(f"{name}: {run} was trained with other settings; moved to {stale}", flush=True)
+                run.rename(stale)
+            if (run / "metrics.json").exists():
+                metrics = json.loads((run / "metrics.json").read_text())
+            else:
+                t0 = time.perf_counter()
+                metrics = train(cfg)
+                print(f"{name}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
+            results["params"][name] = metrics["params"]
+            results["rel_l2"][name] = metrics["test/rel_l2"]
+            results["h1"][name] = metrics["test/h1"]
+            results["sec_per_epoch"][name] = metrics.get("sec_per_epoch")
+        results["peak_mem_mb_per_call"][name] = round(
+            one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
+        save()  # after every variant: a cut run keeps what it has measured
+    if not args.no_timing:
+        results["tucker_contraction_ms_per_call"] = contraction_ms(compose_config("train", MODES[mode]), device)
+        save()
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1))
     print(markdown_table(results))
 

@@ -40,6 +40,10 @@ class FNO(nn.Module):
         low-rank tensor (TFNO, through neuraloperator and tensorly) keeping ``rank`` × the dense
         parameter count; ``implementation="factorized"`` contracts the input with the factors
         directly, ``"reconstructed"`` rebuilds the dense weight first (same result).
+    joint : with a factorization, all layers' spectral weights are ONE low-rank tensor
+        (n_layers, width, width, *modes) whose factors the layers share (MG-TFNO's joint
+        factorisation, :class:`~neuropde.nn.joint_factorization.JointSpectralWeight`); ``rank`` is
+        then the fraction of all layers' dense parameters kept.
     pad_fraction : 0 for periodic data; otherwise each axis of n points is zero-padded (high side) by
         ceil(pad_fraction * n) points, plus one if that leaves it odd, and cropped after the network.
     backend : ``neuralop`` (neuraloperator's FNO, the baseline) or ``neuropde`` (the same network
@@ -49,7 +53,7 @@ class FNO(nn.Module):
     def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 20,
                  n_layers: int = 4, positional_embedding: str | None = "grid",
                  factorization: str | None = None, rank: float = 1.0, implementation: str = "factorized",
-                 pad_fraction: float = 0.0, backend: str = "neuralop"):
+                 pad_fraction: float = 0.0, backend: str = "neuralop", joint: bool = False):
         super().__init__()
         if backend not in ("neuralop", "neuropde"):
             raise ValueError(f"backend must be neuralop or neuropde, got {backend!r}")
@@ -62,6 +66,9 @@ class FNO(nn.Module):
             raise ValueError(f"factorization must be dense, tucker, cp or tt, got {factorization!r}")
         if implementation not in ("factorized", "reconstructed"):
             raise ValueError(f"implementation must be factorized or reconstructed, got {implementation!r}")
+        if joint and factorization is None:
+            raise ValueError("joint=true shares one factorised tensor between the layers; "
+                             "set factorization to tucker, cp or tt (dense weights have nothing to share)")
         self.dim, self.backend = len(modes), backend
         if backend == "neuropde":
             if factorization is not None:
@@ -77,6 +84,10 @@ class FNO(nn.Module):
                                 hidden_channels=int(width), n_layers=int(n_layers),
                                 positional_embedding=positional_embedding, factorization=factorization,
                                 rank=float(rank), implementation=implementation)
+        if joint:
+            from neuropde.nn.joint_factorization import JointSpectralWeight
+
+            self.joint = JointSpectralWeight(self.fno.fno_blocks.convs, factorization, float(rank), implementation)
 
     def forward(self, x: torch.Tensor, t_out: int | None = None) -> torch.Tensor:
         """x: (B, t_in, *space) -> (B, t_out, *space), one spatial axis per entry of ``modes``."""

@@ -24,6 +24,8 @@ class MGTFNO(nn.Module):
     t_in, t_out : input / output frames (channels).
     modes, width, n_layers, positional_embedding : of the inner FNO (modes apply to a patch).
     factorization, rank, implementation : of the spectral weights (see :class:`FNO`).
+    joint : all layers' spectral weights as one factorised tensor (the paper's joint factorisation);
+        ``rank`` is then the fraction of all layers' dense spectral parameters kept.
     levels : L, multi-grid levels (4^L patches per sample; 0 = no patching).
     padding : context padding of each patch, as a fraction of the patch size.
     patch_chunk : patches per network call (0 = all of a batch in one call). With a chunk, training
@@ -35,7 +37,7 @@ class MGTFNO(nn.Module):
     def __init__(self, t_in: int, t_out: int, modes: tuple[int, int] = (12, 12), width: int = 32,
                  n_layers: int = 4, factorization: str = "tucker", rank: float = 0.1,
                  implementation: str = "factorized", levels: int = 1, padding: float = 0.125,
-                 positional_embedding: str | None = "grid", patch_chunk: int = 0):
+                 positional_embedding: str | None = "grid", patch_chunk: int = 0, joint: bool = False):
         super().__init__()
         self.t_in, self.t_out = int(t_in), int(t_out)
         self.patching = MultiGridPatching(int(levels), float(padding))
@@ -44,7 +46,7 @@ class MGTFNO(nn.Module):
         self.patch_chunk = int(patch_chunk)
         self.net = FNO(self.patching.in_channels(self.t_in), self.t_out, modes=modes, width=width,
                        n_layers=n_layers, positional_embedding=positional_embedding,
-                       factorization=factorization, rank=rank, implementation=implementation)
+                       factorization=factorization, rank=rank, implementation=implementation, joint=joint)
 
     def patch_shape(self, H: int, W: int) -> tuple[int, int, int]:
         """(channels, height, width) of one patch of an H × W field: the input of one network call."""
