@@ -3,6 +3,7 @@
 
     python experiments/lemon/run.py --quick   # CPU: experiment=lemon_quick, 3 seeds x 5 operators (~80 min on one core)
     python experiments/lemon/run.py --full    # GPU machine: 128 points, 64 frames, longer training
+    python experiments/lemon/run.py --budgets # CPU: scratch vs k = 8 fine-tuning over 100-3,000 steps, lr 3e-4 and 1e-3
 
 The held-out family is ``burgers`` (the last of ``data.generator.families``); the pretraining
 families are the first k ∈ {1, 2, 4, 8} of the other eight, and separately a random k of them per
@@ -28,6 +29,17 @@ set. Quick mode also runs, at k = 8, scratch and fine-tuning at lr 1e-3 (3x the 
 100 and for 300 steps (``sensitivity``), and the k = 8 pretrained (and meta-trained) networks
 zero-shot on new operators within and outside the training coefficient spread (``zeroshot``). A
 run dir holding ``metrics.json`` is reused, so an interrupted study resumes.
+
+Budgets (``--budgets``, quick sizes): scratch and fine-tuning from the k = 8 pretrained network
+(the same ``pretrain_k8_seed<s>`` runs as the grid) at constant lr 3e-4 and 1e-3, on the same 5
+burgers operators, each trained once for the largest budget (``BUDGET_TOP``: 3,000 full-batch steps
+at 1e-3, 1,000 at 3e-4) and evaluated
+every 100 steps: with a constant lr and a full batch of the ten shots, the network after b steps of
+that run is the network a b-step run ends with (``consistency`` in the results checks it against
+separate 100-step runs), and the evaluation samples are the test samples (see above), so the
+error at b is the test error of a b-step fine-tuning, no checkpoint chosen. Writes
+``results/budgets.json`` (``curve[method][lr][budget]``: lists over seeds of the mean over
+operators) and ``results/budgets.png``.
 
 Writes ``results/<mode>.json``: ``heldout_{scratch,finetune,meta,lora,lora_all}_rel_l2`` (lists
 over seeds, at k = 8), the full table ``by_k[method][k]`` (lists over seeds; per operator in
@@ -200,6 +212,83 @@ def run_grid(mode: str, out: Path, seeds, ks, meta_ks, operators: int) -> dict:
     return runs
 
 
+BUDGETS = (100, 300, 1000, 3000)
+BUDGET_LRS = ("3e-4", "1e-3")
+# the longest run per lr (CPU time): at 1e-3 scratch has stopped improving by 1,000-3,000 steps
+BUDGET_TOP = {"1e-3": 3000, "3e-4": 1000}
+
+
+def val_curve(run: Path) -> dict[int, float]:
+    """``{steps: val/rel_l2}`` from a run's CSV log (one full-batch step per epoch)."""
+    import csv
+
+    rows = csv.DictReader(open(run / "logs" / "metrics.csv"))
+    return {int(r["epoch"]) + 1: float(r["val/rel_l2"]) for r in rows if r.get("val/rel_l2")}
+
+
+def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None) -> dict:
+    """Scratch and k = 8 fine-tuning error after every budget of ``BUDGETS`` up to ``top[lr]`` (one run
+    per seed, method, lr and operator, evaluated every 100 steps)."""
+    cfg = MODES["quick"]
+    top = {lr: (top or BUDGET_TOP).get(lr, max(BUDGETS)) for lr in lrs}
+    every = 100
+    budgets_of = {lr: tuple(b for b in BUDGETS if b <= top[lr]) for lr in lrs}
+    raw: dict = {}
+    for seed in seeds:
+        pre = out / f"pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}"
+        train_once(pre, [*cfg["pretrain"], families_override(len(PRETRAIN_FAMILIES)), f"seed={seed}"])
+        for lr in lrs:
+            for method in ("scratch", "finetune"):
+                init = [f"init_from={pre}"] if method == "finetune" else []
+                for j in range(operators):
+                    run = out / f"budget_{method}_lr{lr}_{top[lr]}steps_seed{seed}_op{j}"
+                    train_once(run, [*finetune_overrides(cfg, seed, j), *init, f"optimizer.lr={lr}",
+                                     f"trainer.max_epochs={top[lr]}", f"trainer.check_val_every_n_epoch={every}"])
+                    curve = val_curve(run)
+                    raw.setdefault(method, {}).setdefault(lr, {}).setdefault(seed, []).append(
+                        {b: curve[b] for b in budgets_of[lr]})
+    # consistency: a separate 100-step run (the protocol's length) against the long run at step 100
+    consistency = {}
+    for method in ("scratch", "finetune"):
+        lr, seed = lrs[0], seeds[0]
+        pre = out / f"pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}"
+        init = [f"init_from={pre}"] if method == "finetune" else []
+        run = out / f"budget_check_{method}_lr{lr}_seed{seed}_op0"
+        m = train_once(run, [*finetune_overrides(cfg, seed, 0), *init, f"optimizer.lr={lr}"])
+        consistency[method] = {"separate_100_step_run": m["test/rel_l2"],
+                               "long_run_at_100": raw[method][lr][seed][0][100]}
+    curve = {m: {lr: {str(b): [statistics.mean(op[b] for op in by_seed[s]) for s in seeds] for b in budgets_of[lr]}
+                 for lr, by_seed in by_lr.items()} for m, by_lr in raw.items()}
+    per_operator = {m: {lr: {str(s): [{str(b): op[b] for b in budgets_of[lr]} for op in by_seed[s]] for s in seeds}
+                        for lr, by_seed in by_lr.items()} for m, by_lr in raw.items()}
+    ratio = {lr: {str(b): statistics.mean(curve["finetune"][lr][str(b)]) / statistics.mean(curve["scratch"][lr][str(b)])
+                  for b in budgets_of[lr]} for lr in lrs}
+    return {"budgets": {lr: list(b) for lr, b in budgets_of.items()}, "lrs": list(lrs), "seeds": list(seeds), "operators": operators,
+            "k": len(PRETRAIN_FAMILIES), "held_out": HELD_OUT, "shots": 10, "curve": curve, "ratio": ratio,
+            "per_operator": per_operator, "consistency": consistency}
+
+
+def plot_budgets(res: dict, file: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, lr in enumerate(res["lrs"]):
+        b = res["budgets"][lr]
+        for method, ls in (("scratch", "--"), ("finetune", "-")):
+            v = [res["curve"][method][lr][str(x)] for x in b]
+            ax.errorbar(b, [statistics.mean(x) for x in v], yerr=[statistics.pstdev(x) for x in v], ls=ls,
+                        marker="o", capsize=3, color=f"C{i}", label=f"{method}, lr {lr}")
+    ax.set(xscale="log", yscale="log", xlabel="fine-tuning steps (full batch of 10 shots)",
+           ylabel=f"relative L2 on {HELD_OUT}", title="held-out burgers: scratch vs pretrained (k = 8)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(file, dpi=110)
+    plt.close(fig)
+
+
 def plot(by_k: dict, scratch: list[float], file: Path, random_subsets: dict | None = None) -> None:
     import matplotlib
     import matplotlib.ticker
@@ -241,12 +330,36 @@ def main() -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: experiment=lemon_quick, 3 seeds")
     g.add_argument("--full", action="store_true", help="GPU machine: 128 points, 64 frames, longer training")
+    g.add_argument("--budgets", action="store_true", help="CPU: scratch vs fine-tuning over fine-tuning budgets")
+    p.add_argument("--lrs", nargs="*", help=f"--budgets: learning rates (default {' '.join(BUDGET_LRS)})")
+    p.add_argument("--max-budget", type=int, help="--budgets: longest run for every lr given (default 3000 at "
+                   "1e-3, 1000 at 3e-4)")
+    p.add_argument("--no-summary", action="store_true", help="--budgets: train only (another process summarises)")
     p.add_argument("--out", default=str(HERE / "runs"))
     p.add_argument("--seeds", nargs="*", type=int, help="subset of the mode's seeds")
     p.add_argument("--ks", nargs="*", type=int, help="numbers of pretraining families (default 8 4 2 1)")
     p.add_argument("--meta-k", nargs="*", type=int, help="k at which to meta-train (quick default: 8)")
     p.add_argument("--operators", type=int, help="held-out operators adapted to, one at a time (quick: 5)")
     args = p.parse_args()
+    if args.budgets:
+        seeds = tuple(args.seeds) if args.seeds else MODES["quick"]["seeds"]
+        lrs = tuple(args.lrs) if args.lrs else BUDGET_LRS
+        top = {lr: args.max_budget for lr in lrs} if args.max_budget else None
+        res = budget_study(Path(args.out) / "quick", seeds, lrs, args.operators or MODES["quick"]["operators"], top)
+        if args.no_summary:
+            return
+        from neuropde.data.store import atomic_write_json
+
+        (HERE / "results").mkdir(exist_ok=True)
+        atomic_write_json(HERE / "results" / "budgets.json", res)
+        plot_budgets(res, HERE / "results" / "budgets.png")
+        for lr in lrs:
+            for method in ("scratch", "finetune"):
+                print(f"lr {lr} {method:8s} " + "  ".join(
+                    f"{b}: {statistics.mean(res['curve'][method][lr][str(b)]):.4f}" for b in res["budgets"][lr]))
+            print(f"lr {lr} ratio    " + "  ".join(f"{b}: {r:.2f}" for b, r in res["ratio"][lr].items()))
+        print("consistency:", json.dumps(res["consistency"]))
+        return
     mode = "quick" if args.quick else "full"
     cfg = MODES[mode]
     seeds = tuple(args.seeds) if args.seeds else cfg["seeds"]
