@@ -226,14 +226,11 @@ def val_curve(run: Path) -> dict[int, float]:
     return {int(r["epoch"]) + 1: float(r["val/rel_l2"]) for r in rows if r.get("val/rel_l2")}
 
 
-def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None) -> dict:
-    """Scratch and k = 8 fine-tuning error after every budget of ``BUDGETS`` up to ``top[lr]`` (one run
-    per seed, method, lr and operator, evaluated every 100 steps)."""
+def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None) -> None:
+    """Train scratch and k = 8 fine-tuning for ``top[lr]`` steps (default ``BUDGET_TOP``), one run per
+    seed, method, lr and operator, evaluated every 100 steps; :func:`collect_budgets` reads them."""
     cfg = MODES["quick"]
     top = {lr: (top or BUDGET_TOP).get(lr, max(BUDGETS)) for lr in lrs}
-    every = 100
-    budgets_of = {lr: tuple(b for b in BUDGETS if b <= top[lr]) for lr in lrs}
-    raw: dict = {}
     for seed in seeds:
         pre = out / f"pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}"
         train_once(pre, [*cfg["pretrain"], families_override(len(PRETRAIN_FAMILIES)), f"seed={seed}"])
@@ -241,31 +238,70 @@ def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None)
             for method in ("scratch", "finetune"):
                 init = [f"init_from={pre}"] if method == "finetune" else []
                 for j in range(operators):
-                    run = out / f"budget_{method}_lr{lr}_{top[lr]}steps_seed{seed}_op{j}"
-                    train_once(run, [*finetune_overrides(cfg, seed, j), *init, f"optimizer.lr={lr}",
-                                     f"trainer.max_epochs={top[lr]}", f"trainer.check_val_every_n_epoch={every}"])
-                    curve = val_curve(run)
-                    raw.setdefault(method, {}).setdefault(lr, {}).setdefault(seed, []).append(
-                        {b: curve[b] for b in budgets_of[lr]})
+                    longer = [r for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seed}_op{j}")
+                              if (r / "metrics.json").exists() and int(r.name.split("_")[3][:-5]) >= top[lr]]
+                    if longer:  # a longer run holds this one (constant lr, full batch)
+                        continue
+                    train_once(out / f"budget_{method}_lr{lr}_{top[lr]}steps_seed{seed}_op{j}",
+                               [*finetune_overrides(cfg, seed, j), *init, f"optimizer.lr={lr}",
+                                f"trainer.max_epochs={top[lr]}", "trainer.check_val_every_n_epoch=100"])
     # consistency: a separate 100-step run (the protocol's length) against the long run at step 100
+    seed, lr = seeds[0], lrs[0]
+    for method in ("scratch", "finetune"):
+        init = [f"init_from={out / f'pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}'}"] if method == "finetune" else []
+        train_once(out / f"budget_check_{method}_lr{lr}_seed{seed}_op0",
+                   [*finetune_overrides(cfg, seed, 0), *init, f"optimizer.lr={lr}"])
+
+
+def collect_budgets(out: Path, seeds, lrs, operators: int) -> dict:
+    """The budget curves from the runs on disk: for every (method, lr, seed, operator) the longest
+    finished run; a (seed, budget) cell counts when all ``operators`` reached that budget.
+
+    ``curve[method][lr][budget]``: {seed: mean over operators}; ``ratio[lr][budget]``: mean finetune /
+    mean scratch over the seeds that have both; ``ratio_per_seed`` the same seed by seed."""
+    import re
+
+    values: dict = {}
+    for method in ("scratch", "finetune"):
+        for lr in lrs:
+            for seed in seeds:
+                ops = []
+                for j in range(operators):
+                    runs = [(int(re.search(r"_(\d+)steps_", r.name).group(1)), r)
+                            for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seed}_op{j}")
+                            if (r / "metrics.json").exists()]
+                    if runs:
+                        ops.append(val_curve(max(runs)[1]))
+                if len(ops) < operators:
+                    continue
+                for b in BUDGETS:
+                    if all(b in c for c in ops):
+                        values.setdefault(method, {}).setdefault(lr, {}).setdefault(str(b), {})[str(seed)] = \
+                            statistics.mean(c[b] for c in ops)
+    curve = values
+    ratio, ratio_per_seed = {}, {}
+    for lr in lrs:
+        for b in BUDGETS:
+            sc = curve.get("scratch", {}).get(lr, {}).get(str(b), {})
+            ft = curve.get("finetune", {}).get(lr, {}).get(str(b), {})
+            both = sorted(set(sc) & set(ft))
+            if both:
+                ratio.setdefault(lr, {})[str(b)] = (statistics.mean(ft[x] for x in both)
+                                                   / statistics.mean(sc[x] for x in both))
+                ratio_per_seed.setdefault(lr, {})[str(b)] = {x: ft[x] / sc[x] for x in both}
     consistency = {}
     for method in ("scratch", "finetune"):
-        lr, seed = lrs[0], seeds[0]
-        pre = out / f"pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}"
-        init = [f"init_from={pre}"] if method == "finetune" else []
-        run = out / f"budget_check_{method}_lr{lr}_seed{seed}_op0"
-        m = train_once(run, [*finetune_overrides(cfg, seed, 0), *init, f"optimizer.lr={lr}"])
-        consistency[method] = {"separate_100_step_run": m["test/rel_l2"],
-                               "long_run_at_100": raw[method][lr][seed][0][100]}
-    curve = {m: {lr: {str(b): [statistics.mean(op[b] for op in by_seed[s]) for s in seeds] for b in budgets_of[lr]}
-                 for lr, by_seed in by_lr.items()} for m, by_lr in raw.items()}
-    per_operator = {m: {lr: {str(s): [{str(b): op[b] for b in budgets_of[lr]} for op in by_seed[s]] for s in seeds}
-                        for lr, by_seed in by_lr.items()} for m, by_lr in raw.items()}
-    ratio = {lr: {str(b): statistics.mean(curve["finetune"][lr][str(b)]) / statistics.mean(curve["scratch"][lr][str(b)])
-                  for b in budgets_of[lr]} for lr in lrs}
-    return {"budgets": {lr: list(b) for lr, b in budgets_of.items()}, "lrs": list(lrs), "seeds": list(seeds), "operators": operators,
+        for lr in lrs:
+            check = out / f"budget_check_{method}_lr{lr}_seed{seeds[0]}_op0"
+            longs = [(int(re.search(r"_(\d+)steps_", r.name).group(1)), r)
+                     for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seeds[0]}_op0") if (r / "metrics.json").exists()]
+            if (check / "metrics.json").exists() and longs:
+                consistency[f"{method}_lr{lr}"] = {
+                    "separate_100_step_run": json.loads((check / "metrics.json").read_text())["test/rel_l2"],
+                    "long_run_at_100": val_curve(max(longs)[1])[100]}
+    return {"budgets": list(BUDGETS), "lrs": list(lrs), "seeds": list(seeds), "operators": operators,
             "k": len(PRETRAIN_FAMILIES), "held_out": HELD_OUT, "shots": 10, "curve": curve, "ratio": ratio,
-            "per_operator": per_operator, "consistency": consistency}
+            "ratio_per_seed": ratio_per_seed, "consistency": consistency}
 
 
 def plot_budgets(res: dict, file: Path) -> None:
@@ -276,9 +312,12 @@ def plot_budgets(res: dict, file: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, lr in enumerate(res["lrs"]):
-        b = res["budgets"][lr]
         for method, ls in (("scratch", "--"), ("finetune", "-")):
-            v = [res["curve"][method][lr][str(x)] for x in b]
+            cells = res["curve"].get(method, {}).get(lr, {})
+            if not cells:
+                continue
+            b = sorted(int(x) for x in cells)
+            v = [list(cells[str(x)].values()) for x in b]
             ax.errorbar(b, [statistics.mean(x) for x in v], yerr=[statistics.pstdev(x) for x in v], ls=ls,
                         marker="o", capsize=3, color=f"C{i}", label=f"{method}, lr {lr}")
     ax.set(xscale="log", yscale="log", xlabel="fine-tuning steps (full batch of 10 shots)",
@@ -334,6 +373,7 @@ def main() -> None:
     p.add_argument("--lrs", nargs="*", help=f"--budgets: learning rates (default {' '.join(BUDGET_LRS)})")
     p.add_argument("--max-budget", type=int, help="--budgets: longest run for every lr given (default 3000 at "
                    "1e-3, 1000 at 3e-4)")
+    p.add_argument("--summary-only", action="store_true", help="--budgets: only summarise the runs on disk")
     p.add_argument("--no-summary", action="store_true", help="--budgets: train only (another process summarises)")
     p.add_argument("--out", default=str(HERE / "runs"))
     p.add_argument("--seeds", nargs="*", type=int, help="subset of the mode's seeds")
@@ -345,19 +385,24 @@ def main() -> None:
         seeds = tuple(args.seeds) if args.seeds else MODES["quick"]["seeds"]
         lrs = tuple(args.lrs) if args.lrs else BUDGET_LRS
         top = {lr: args.max_budget for lr in lrs} if args.max_budget else None
-        res = budget_study(Path(args.out) / "quick", seeds, lrs, args.operators or MODES["quick"]["operators"], top)
+        out = Path(args.out) / "quick"
+        operators = args.operators or MODES["quick"]["operators"]
+        if not args.summary_only:
+            budget_study(out, seeds, lrs, operators, top)
         if args.no_summary:
             return
         from neuropde.data.store import atomic_write_json
 
+        res = collect_budgets(out, seeds, lrs, operators)
         (HERE / "results").mkdir(exist_ok=True)
         atomic_write_json(HERE / "results" / "budgets.json", res)
         plot_budgets(res, HERE / "results" / "budgets.png")
         for lr in lrs:
             for method in ("scratch", "finetune"):
+                cells = res["curve"].get(method, {}).get(lr, {})
                 print(f"lr {lr} {method:8s} " + "  ".join(
-                    f"{b}: {statistics.mean(res['curve'][method][lr][str(b)]):.4f}" for b in res["budgets"][lr]))
-            print(f"lr {lr} ratio    " + "  ".join(f"{b}: {r:.2f}" for b, r in res["ratio"][lr].items()))
+                    f"{b}: {statistics.mean(v.values()):.4f} (n={len(v)})" for b, v in cells.items()))
+            print(f"lr {lr} ratio    " + "  ".join(f"{b}: {r:.2f}" for b, r in res["ratio"].get(lr, {}).items()))
         print("consistency:", json.dumps(res["consistency"]))
         return
     mode = "quick" if args.quick else "full"
