@@ -226,7 +226,8 @@ def val_curve(run: Path) -> dict[int, float]:
     return {int(r["epoch"]) + 1: float(r["val/rel_l2"]) for r in rows if r.get("val/rel_l2")}
 
 
-def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None) -> None:
+def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None,
+                 methods=("scratch", "finetune")) -> None:
     """Train scratch and k = 8 fine-tuning for ``top[lr]`` steps (default ``BUDGET_TOP``), one run per
     seed, method, lr and operator, evaluated every 100 steps; :func:`collect_budgets` reads them."""
     cfg = MODES["quick"]
@@ -235,7 +236,7 @@ def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None)
         pre = out / f"pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}"
         train_once(pre, [*cfg["pretrain"], families_override(len(PRETRAIN_FAMILIES)), f"seed={seed}"])
         for lr in lrs:
-            for method in ("scratch", "finetune"):
+            for method in methods:
                 init = [f"init_from={pre}"] if method == "finetune" else []
                 for j in range(operators):
                     longer = [r for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seed}_op{j}")
@@ -373,6 +374,7 @@ def main() -> None:
     p.add_argument("--lrs", nargs="*", help=f"--budgets: learning rates (default {' '.join(BUDGET_LRS)})")
     p.add_argument("--max-budget", type=int, help="--budgets: longest run for every lr given (default 3000 at "
                    "1e-3, 1000 at 3e-4)")
+    p.add_argument("--methods", nargs="*", choices=("scratch", "finetune"), help="--budgets: which to train")
     p.add_argument("--summary-only", action="store_true", help="--budgets: only summarise the runs on disk")
     p.add_argument("--no-summary", action="store_true", help="--budgets: train only (another process summarises)")
     p.add_argument("--out", default=str(HERE / "runs"))
@@ -388,7 +390,7 @@ def main() -> None:
         out = Path(args.out) / "quick"
         operators = args.operators or MODES["quick"]["operators"]
         if not args.summary_only:
-            budget_study(out, seeds, lrs, operators, top)
+            budget_study(out, seeds, lrs, operators, top, tuple(args.methods or ("scratch", "finetune")))
         if args.no_summary:
             return
         from neuropde.data.store import atomic_write_json
