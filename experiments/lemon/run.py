@@ -275,11 +275,11 @@ def collect_budgets(out: Path, seeds, lrs, operators: int) -> dict:
                         ops.append(val_curve(max(runs)[1]))
                 if len(ops) < operators:
                     continue
-                for b in BUDGETS:
-                    if all(b in c for c in ops):
-                        values.setdefault(method, {}).setdefault(lr, {}).setdefault(str(b), {})[str(seed)] = \
-                            statistics.mean(c[b] for c in ops)
-    curve = values
+                for b in sorted(set.intersection(*(set(c) for c in ops))):
+                    values.setdefault(method, {}).setdefault(lr, {}).setdefault(str(b), {})[str(seed)] = \
+                        statistics.mean(c[b] for c in ops)
+    curve = {m: {lr: {str(b): v[str(b)] for b in BUDGETS if str(b) in v} for lr, v in by_lr.items()}
+             for m, by_lr in values.items()}
     ratio, ratio_per_seed = {}, {}
     for lr in lrs:
         for b in BUDGETS:
@@ -302,7 +302,8 @@ def collect_budgets(out: Path, seeds, lrs, operators: int) -> dict:
                     "long_run_at_100": val_curve(max(longs)[1])[100]}
     return {"budgets": list(BUDGETS), "lrs": list(lrs), "seeds": list(seeds), "operators": operators,
             "k": len(PRETRAIN_FAMILIES), "held_out": HELD_OUT, "shots": 10, "curve": curve, "ratio": ratio,
-            "ratio_per_seed": ratio_per_seed, "consistency": consistency}
+            "ratio_per_seed": ratio_per_seed, "consistency": consistency,
+            "curve_every_100_steps": values}   # the same cells at every evaluation (every 100 steps)
 
 
 def plot_budgets(res: dict, file: Path) -> None:
@@ -314,13 +315,14 @@ def plot_budgets(res: dict, file: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, lr in enumerate(res["lrs"]):
         for method, ls in (("scratch", "--"), ("finetune", "-")):
-            cells = res["curve"].get(method, {}).get(lr, {})
+            cells = res["curve_every_100_steps"].get(method, {}).get(lr, {})
             if not cells:
                 continue
             b = sorted(int(x) for x in cells)
             v = [list(cells[str(x)].values()) for x in b]
-            ax.errorbar(b, [statistics.mean(x) for x in v], yerr=[statistics.pstdev(x) for x in v], ls=ls,
-                        marker="o", capsize=3, color=f"C{i}", label=f"{method}, lr {lr}")
+            ax.plot(b, [statistics.mean(x) for x in v], ls=ls, color=f"C{i}", label=f"{method}, lr {lr}")
+            ax.plot([x for x in b if x in BUDGETS], [statistics.mean(x) for bb, x in zip(b, v) if bb in BUDGETS],
+                    ls="none", marker="o", color=f"C{i}")
     ax.set(xscale="log", yscale="log", xlabel="fine-tuning steps (full batch of 10 shots)",
            ylabel=f"relative L2 on {HELD_OUT}", title="held-out burgers: scratch vs pretrained (k = 8)")
     ax.legend(fontsize=8)
