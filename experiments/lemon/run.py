@@ -3,6 +3,7 @@
 
     python experiments/lemon/run.py --quick   # CPU: experiment=lemon_quick, 3 seeds x 5 operators (~80 min on one core)
     python experiments/lemon/run.py --full    # GPU machine: 128 points, 64 frames, longer training
+    python experiments/lemon/run.py --budgets # CPU: scratch vs k = 8 fine-tuning over 100-3,000 steps, lr 3e-4 and 1e-3
 
 The held-out family is ``burgers`` (the last of ``data.generator.families``); the pretraining
 families are the first k ∈ {1, 2, 4, 8} of the other eight, and separately a random k of them per
@@ -28,6 +29,17 @@ set. Quick mode also runs, at k = 8, scratch and fine-tuning at lr 1e-3 (3x the 
 100 and for 300 steps (``sensitivity``), and the k = 8 pretrained (and meta-trained) networks
 zero-shot on new operators within and outside the training coefficient spread (``zeroshot``). A
 run dir holding ``metrics.json`` is reused, so an interrupted study resumes.
+
+Budgets (``--budgets``, quick sizes): scratch and fine-tuning from the k = 8 pretrained network
+(the same ``pretrain_k8_seed<s>`` runs as the grid) at constant lr 3e-4 and 1e-3, on the same 5
+burgers operators, each trained once for the largest budget (``BUDGET_TOP``: 3,000 full-batch steps
+at 1e-3, 1,000 at 3e-4) and evaluated
+every 100 steps: with a constant lr and a full batch of the ten shots, the network after b steps of
+that run is the network a b-step run ends with (``consistency`` in the results checks it against
+separate 100-step runs), and the evaluation samples are the test samples (see above), so the
+error at b is the test error of a b-step fine-tuning, no checkpoint chosen. Writes
+``results/budgets.json`` (``curve[method][lr][budget]``: lists over seeds of the mean over
+operators) and ``results/budgets.png``.
 
 Writes ``results/<mode>.json``: ``heldout_{scratch,finetune,meta,lora,lora_all}_rel_l2`` (lists
 over seeds, at k = 8), the full table ``by_k[method][k]`` (lists over seeds; per operator in
@@ -200,6 +212,125 @@ def run_grid(mode: str, out: Path, seeds, ks, meta_ks, operators: int) -> dict:
     return runs
 
 
+BUDGETS = (100, 300, 1000, 3000)
+BUDGET_LRS = ("3e-4", "1e-3")
+# the longest run per lr (CPU time): at 1e-3 scratch has stopped improving by 1,000-3,000 steps
+BUDGET_TOP = {"1e-3": 3000, "3e-4": 1000}
+
+
+def val_curve(run: Path) -> dict[int, float]:
+    """``{steps: val/rel_l2}`` from a run's CSV log (one full-batch step per epoch)."""
+    import csv
+
+    rows = csv.DictReader(open(run / "logs" / "metrics.csv"))
+    return {int(r["epoch"]) + 1: float(r["val/rel_l2"]) for r in rows if r.get("val/rel_l2")}
+
+
+def budget_study(out: Path, seeds, lrs, operators: int, top: dict | None = None,
+                 methods=("scratch", "finetune")) -> None:
+    """Train scratch and k = 8 fine-tuning for ``top[lr]`` steps (default ``BUDGET_TOP``), one run per
+    seed, method, lr and operator, evaluated every 100 steps; :func:`collect_budgets` reads them."""
+    cfg = MODES["quick"]
+    top = {lr: (top or BUDGET_TOP).get(lr, max(BUDGETS)) for lr in lrs}
+    for seed in seeds:
+        pre = out / f"pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}"
+        train_once(pre, [*cfg["pretrain"], families_override(len(PRETRAIN_FAMILIES)), f"seed={seed}"])
+        for lr in lrs:
+            for method in methods:
+                init = [f"init_from={pre}"] if method == "finetune" else []
+                for j in range(operators):
+                    longer = [r for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seed}_op{j}")
+                              if (r / "metrics.json").exists() and int(r.name.split("_")[3][:-5]) >= top[lr]]
+                    if longer:  # a longer run holds this one (constant lr, full batch)
+                        continue
+                    train_once(out / f"budget_{method}_lr{lr}_{top[lr]}steps_seed{seed}_op{j}",
+                               [*finetune_overrides(cfg, seed, j), *init, f"optimizer.lr={lr}",
+                                f"trainer.max_epochs={top[lr]}", "trainer.check_val_every_n_epoch=100"])
+    # consistency: a separate 100-step run (the protocol's length) against the long run at step 100
+    seed, lr = seeds[0], lrs[0]
+    for method in ("scratch", "finetune"):
+        init = [f"init_from={out / f'pretrain_k{len(PRETRAIN_FAMILIES)}_seed{seed}'}"] if method == "finetune" else []
+        train_once(out / f"budget_check_{method}_lr{lr}_seed{seed}_op0",
+                   [*finetune_overrides(cfg, seed, 0), *init, f"optimizer.lr={lr}"])
+
+
+def collect_budgets(out: Path, seeds, lrs, operators: int) -> dict:
+    """The budget curves from the runs on disk: for every (method, lr, seed, operator) the longest
+    finished run; a (seed, budget) cell counts when all ``operators`` reached that budget.
+
+    ``curve[method][lr][budget]``: {seed: mean over operators}; ``ratio[lr][budget]``: mean finetune /
+    mean scratch over the seeds that have both; ``ratio_per_seed`` the same seed by seed."""
+    import re
+
+    values: dict = {}
+    for method in ("scratch", "finetune"):
+        for lr in lrs:
+            for seed in seeds:
+                ops = []
+                for j in range(operators):
+                    runs = [(int(re.search(r"_(\d+)steps_", r.name).group(1)), r)
+                            for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seed}_op{j}")
+                            if (r / "metrics.json").exists()]
+                    if runs:
+                        ops.append(val_curve(max(runs)[1]))
+                if len(ops) < operators:
+                    continue
+                for b in sorted(set.intersection(*(set(c) for c in ops))):
+                    values.setdefault(method, {}).setdefault(lr, {}).setdefault(str(b), {})[str(seed)] = \
+                        statistics.mean(c[b] for c in ops)
+    curve = {m: {lr: {str(b): v[str(b)] for b in BUDGETS if str(b) in v} for lr, v in by_lr.items()}
+             for m, by_lr in values.items()}
+    ratio, ratio_per_seed = {}, {}
+    for lr in lrs:
+        for b in BUDGETS:
+            sc = curve.get("scratch", {}).get(lr, {}).get(str(b), {})
+            ft = curve.get("finetune", {}).get(lr, {}).get(str(b), {})
+            both = sorted(set(sc) & set(ft))
+            if both:
+                ratio.setdefault(lr, {})[str(b)] = (statistics.mean(ft[x] for x in both)
+                                                   / statistics.mean(sc[x] for x in both))
+                ratio_per_seed.setdefault(lr, {})[str(b)] = {x: ft[x] / sc[x] for x in both}
+    consistency = {}
+    for method in ("scratch", "finetune"):
+        for lr in lrs:
+            check = out / f"budget_check_{method}_lr{lr}_seed{seeds[0]}_op0"
+            longs = [(int(re.search(r"_(\d+)steps_", r.name).group(1)), r)
+                     for r in out.glob(f"budget_{method}_lr{lr}_*steps_seed{seeds[0]}_op0") if (r / "metrics.json").exists()]
+            if (check / "metrics.json").exists() and longs:
+                consistency[f"{method}_lr{lr}"] = {
+                    "separate_100_step_run": json.loads((check / "metrics.json").read_text())["test/rel_l2"],
+                    "long_run_at_100": val_curve(max(longs)[1])[100]}
+    return {"budgets": list(BUDGETS), "lrs": list(lrs), "seeds": list(seeds), "operators": operators,
+            "k": len(PRETRAIN_FAMILIES), "held_out": HELD_OUT, "shots": 10, "curve": curve, "ratio": ratio,
+            "ratio_per_seed": ratio_per_seed, "consistency": consistency,
+            "curve_every_100_steps": values}   # the same cells at every evaluation (every 100 steps)
+
+
+def plot_budgets(res: dict, file: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, lr in enumerate(res["lrs"]):
+        for method, ls in (("scratch", "--"), ("finetune", "-")):
+            cells = res["curve_every_100_steps"].get(method, {}).get(lr, {})
+            if not cells:
+                continue
+            b = sorted(int(x) for x in cells)
+            v = [list(cells[str(x)].values()) for x in b]
+            ax.plot(b, [statistics.mean(x) for x in v], ls=ls, color=f"C{i}", label=f"{method}, lr {lr}")
+            ax.plot([x for x in b if x in BUDGETS], [statistics.mean(x) for bb, x in zip(b, v) if bb in BUDGETS],
+                    ls="none", marker="o", color=f"C{i}")
+    ax.set(xscale="log", yscale="log", xlabel="fine-tuning steps (full batch of 10 shots)",
+           ylabel=f"relative L2 on {HELD_OUT}", title="held-out burgers: scratch vs pretrained (k = 8)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(file, dpi=110)
+    plt.close(fig)
+
+
 def plot(by_k: dict, scratch: list[float], file: Path, random_subsets: dict | None = None) -> None:
     import matplotlib
     import matplotlib.ticker
@@ -241,12 +372,43 @@ def main() -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: experiment=lemon_quick, 3 seeds")
     g.add_argument("--full", action="store_true", help="GPU machine: 128 points, 64 frames, longer training")
+    g.add_argument("--budgets", action="store_true", help="CPU: scratch vs fine-tuning over fine-tuning budgets")
+    p.add_argument("--lrs", nargs="*", help=f"--budgets: learning rates (default {' '.join(BUDGET_LRS)})")
+    p.add_argument("--max-budget", type=int, help="--budgets: longest run for every lr given (default 3000 at "
+                   "1e-3, 1000 at 3e-4)")
+    p.add_argument("--methods", nargs="*", choices=("scratch", "finetune"), help="--budgets: which to train")
+    p.add_argument("--summary-only", action="store_true", help="--budgets: only summarise the runs on disk")
+    p.add_argument("--no-summary", action="store_true", help="--budgets: train only (another process summarises)")
     p.add_argument("--out", default=str(HERE / "runs"))
     p.add_argument("--seeds", nargs="*", type=int, help="subset of the mode's seeds")
     p.add_argument("--ks", nargs="*", type=int, help="numbers of pretraining families (default 8 4 2 1)")
     p.add_argument("--meta-k", nargs="*", type=int, help="k at which to meta-train (quick default: 8)")
     p.add_argument("--operators", type=int, help="held-out operators adapted to, one at a time (quick: 5)")
     args = p.parse_args()
+    if args.budgets:
+        seeds = tuple(args.seeds) if args.seeds else MODES["quick"]["seeds"]
+        lrs = tuple(args.lrs) if args.lrs else BUDGET_LRS
+        top = {lr: args.max_budget for lr in lrs} if args.max_budget else None
+        out = Path(args.out) / "quick"
+        operators = args.operators or MODES["quick"]["operators"]
+        if not args.summary_only:
+            budget_study(out, seeds, lrs, operators, top, tuple(args.methods or ("scratch", "finetune")))
+        if args.no_summary:
+            return
+        from neuropde.data.store import atomic_write_json
+
+        res = collect_budgets(out, seeds, lrs, operators)
+        (HERE / "results").mkdir(exist_ok=True)
+        atomic_write_json(HERE / "results" / "budgets.json", res)
+        plot_budgets(res, HERE / "results" / "budgets.png")
+        for lr in lrs:
+            for method in ("scratch", "finetune"):
+                cells = res["curve"].get(method, {}).get(lr, {})
+                print(f"lr {lr} {method:8s} " + "  ".join(
+                    f"{b}: {statistics.mean(v.values()):.4f} (n={len(v)})" for b, v in cells.items()))
+            print(f"lr {lr} ratio    " + "  ".join(f"{b}: {r:.2f}" for b, r in res["ratio"].get(lr, {}).items()))
+        print("consistency:", json.dumps(res["consistency"]))
+        return
     mode = "quick" if args.quick else "full"
     cfg = MODES[mode]
     seeds = tuple(args.seeds) if args.seeds else cfg["seeds"]

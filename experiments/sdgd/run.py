@@ -3,6 +3,8 @@ against the full Laplacian (arXiv 2307.12306; README.md here).
 
     python experiments/sdgd/run.py --quick   # CPU: train at d = 100; time steps at d = 10², 10³, 10⁴
     python experiments/sdgd/run.py --full    # GPU: train and time at d = 10², 10³, 10⁴, 10⁵
+    python experiments/sdgd/run.py --d1000   # CPU: SDGD (B = 100) against the exact Laplacian at d = 1,000,
+                                             # equal training time, side by side on the two cores
 
 Accuracy: ``python train.py experiment=sdgd_pinn_quick`` (Poisson, two-body solution, d = 100) and,
 in ``--full``, the published setting (Allen–Cahn, Poisson, sine-Gordon; B = 100, 10,000 steps) at
@@ -15,6 +17,18 @@ process: warm-up steps excluded, median of the timed ones, and the peak memory o
 (``torch.cuda.max_memory_allocated`` on a GPU, the peak resident set size on a CPU, which includes
 the ~0.4 GB of the Python process itself). A process that runs out of memory is recorded as "oom".
 
+Equal time (``--d1000``): at d = 1,000 SDGD samples B = 100 of the 1,000 dimensions, so the
+estimate differs from the Laplacian (at d = 100, ``sdgd_pinn_quick``'s B = 100 *is* the exact
+Laplacian). Both runs use ``sdgd_pinn_quick``'s recipe (Muon 3e-3, input sqrt(d)·x, lr decaying linearly
+to 0) with ``data.dim=1000``: ``model.task.estimator=unbiased`` with B = 100 and
+``model.task.estimator=full``. Equal wall-clock time is set by step counts: both estimators' seconds per
+step are first measured side by side (each process pinned to its own core, ``OMP_NUM_THREADS=1``); then
+the two trainings run side by side, pinned the same way, each under ``trainer.max_time`` = the budget
+(training steps and its 5 validations: the same points, the same cost for both), with a learning-rate
+schedule as long as the calibrated step time fits in 90 % of the budget (so that it runs to its end
+unless the machine gets slower than calibrated; the steps reached are reported). Resumable: the
+calibration is kept in ``runs/d1000/calibration.json`` and each run uses ``resume=auto``.
+
 Writes ``results/<mode>.json``: ``poisson_d100_rel_l2``, ``sec_per_iter`` and ``peak_memory_mb`` by
 estimator and d, ``sdgd_vs_full_speedup_d10000`` and the runs' metrics.
 """
@@ -22,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -121,13 +136,110 @@ def train_runs(mode: str, out: Path) -> dict:
     return results
 
 
+# ------------------------------------------------------------------------ d = 1,000, equal time
+D1000 = {"dim": 1_000, "batch_dims": 100, "epochs": 5, "residual_points": 50,
+         "runs": {"sdgd_unbiased_B100": ["model.task.estimator=unbiased", "model.task.batch_dims=100"],
+                  "full": ["model.task.estimator=full"]}}
+
+
+def _pinned(cmd: list[str], core: int) -> list[str]:
+    """``cmd`` on one core with one thread (taskset where available)."""
+    import shutil
+
+    return (["taskset", "-c", str(core)] if shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1 else []) + cmd
+
+
+def _side_by_side(cmds: dict[str, list[str]], logs: Path | None = None, timeout: float | None = None) -> dict:
+    """Start every command at once (one core each), wait for all; stdout of each by name."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    procs = {}
+    t0 = time.perf_counter()
+    for core, (name, cmd) in enumerate(cmds.items()):
+        out = open(logs / f"{name}.log", "a") if logs else subprocess.PIPE
+        procs[name] = (subprocess.Popen(_pinned(cmd, core), stdout=out, stderr=subprocess.STDOUT if logs else
+                                        subprocess.PIPE, text=True, cwd=ROOT, env=env), out)
+    results = {}
+    for name, (proc, out) in procs.items():
+        stdout, stderr = proc.communicate(timeout=timeout)
+        if logs:
+            out.close()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed ({proc.returncode}):\n{(stderr or '')[-800:]}"
+                               + (f" (log {logs / (name + '.log')})" if logs else ""))
+        results[name] = stdout
+        results[f"{name}:seconds"] = time.perf_counter() - t0   # an upper bound: they were waited for in order
+    return results
+
+
+def d1000_study(out: Path, budget: float, seed: int) -> dict:
+    """SDGD (unbiased, B = 100) and the exact Laplacian at d = 1,000 for ``budget`` seconds of training each."""
+    from neuropde.data.store import atomic_write_json
+
+    out = out / "d1000" / f"budget{int(budget)}_seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    calib_file = out / "calibration.json"
+    if not calib_file.exists():   # seconds per step of each estimator, both measured at the same time
+        cmds = {name: [sys.executable, __file__, "--measure", str(D1000["dim"]),
+                       "unbiased" if name.startswith("sdgd") else "full", "20" if name.startswith("sdgd") else "5",
+                       "cpu"] for name in D1000["runs"]}
+        raw = _side_by_side(cmds, timeout=1800)
+        atomic_write_json(calib_file, {k: json.loads(raw[k].strip().splitlines()[-1]) for k in cmds})
+    calib = json.loads(calib_file.read_text())
+    plan = {}
+    cmds = {}
+    for name, overrides in D1000["runs"].items():
+        # the schedule's length: what the calibrated step time fits in 90 % of the budget (validation takes
+        # some of the rest); trainer.max_time = budget ends the run if it is slower than calibrated
+        steps = max(D1000["epochs"], int(0.9 * budget / calib[name]["sec_per_iter"]))
+        per_epoch = -(-steps // D1000["epochs"])
+        plan[name] = {"steps": per_epoch * D1000["epochs"], "steps_per_epoch": per_epoch,
+                      "calibrated_sec_per_iter": calib[name]["sec_per_iter"]}
+        guard = int(budget)
+        cmds[name] = [sys.executable, "train.py", "experiment=sdgd_pinn_quick", f"data.dim={D1000['dim']}",
+                      f"data.steps_per_epoch={per_epoch}", f"trainer.max_epochs={D1000['epochs']}", f"seed={seed}",
+                      f"+trainer.max_time=00:{guard // 3600:02d}:{guard % 3600 // 60:02d}:{guard % 60:02d}",
+                      f"model.task.residual_points={D1000['residual_points']}", "trainer.enable_progress_bar=false",
+                      f"run_dir={out / name}", "resume=auto", *overrides]
+        plan[name]["command"] = " ".join(cmds[name][1:])
+    todo = {n: c for n, c in cmds.items() if not (out / n / "metrics.json").exists()}
+    if todo:
+        print(f"d1000: training {', '.join(todo)} side by side ({budget:.0f} s each): "
+              + ", ".join(f"{n} {plan[n]['steps']} steps" for n in todo), flush=True)
+        done = _side_by_side(todo, logs=out)
+        walls = json.loads((out / "process_seconds.json").read_text()) if (out / "process_seconds.json").exists() else {}
+        walls.update({n: done[f"{n}:seconds"] for n in todo})
+        atomic_write_json(out / "process_seconds.json", walls)
+    runs = {}
+    for name in D1000["runs"]:
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        last = torch.load(out / name / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        runs[name] = {**plan[name], "estimator": "unbiased" if name.startswith("sdgd") else "full",
+                      "B": D1000["batch_dims"] if name.startswith("sdgd") else D1000["dim"],
+                      "steps_reached": int(last["global_step"]),
+                      **{k: metrics.get(k) for k in ("test/rel_l2", "test/rel_l1", "test/residual_rms", "val/rel_l2",
+                                                     "train_seconds", "sec_per_epoch", "epochs")},
+                      "process_seconds": json.loads((out / "process_seconds.json").read_text()).get(name)
+                      if (out / "process_seconds.json").exists() else None,
+                      "run_dir": str(out / name)}
+        runs[name]["sec_per_step_trained"] = runs[name]["train_seconds"] / max(runs[name]["steps_reached"], 1)
+    return {"dim": D1000["dim"], "budget_seconds": budget, "seed": seed, "calibration": calib, "runs": runs,
+            "equalised_by": "trainer.max_time = budget (training + 5 validations, both runs side by side, one core "
+                            "each); schedule length = 0.9 x budget / calibrated s/step",
+            "recipe": "experiment=sdgd_pinn_quick data.dim=1000 (Muon 3e-3, input sqrt(d)·x, linear decay to 0, "
+                      "N_r = 100 radius-uniform points per step, Poisson two-body)"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: d up to 10^4")
     g.add_argument("--full", action="store_true", help="GPU: d up to 10^5")
+    g.add_argument("--d1000", action="store_true",
+                   help="CPU: SDGD (B = 100) against the exact Laplacian at d = 1,000, equal training time")
     g.add_argument("--measure", nargs=4, metavar=("DIM", "ESTIMATOR", "STEPS", "DEVICE"), help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(HERE / "runs"))
+    p.add_argument("--budget", type=float, default=600.0, help="--d1000: training seconds per run")
+    p.add_argument("--seed", type=int, default=0, help="--d1000: seed of both runs")
     p.add_argument("--skip-train", action="store_true", help="only the step timings")
     p.add_argument("--reuse-timings", action="store_true",
                    help="take the step timings from the existing results/<mode>.json instead of measuring again")
@@ -135,6 +247,17 @@ def main() -> None:
     if args.measure:
         dim, estimator, steps, device = args.measure
         print(json.dumps(measure(int(dim), estimator, int(steps), device)))
+        return
+    if args.d1000:
+        from neuropde.data.store import atomic_write_json
+
+        results = d1000_study(Path(args.out), args.budget, args.seed)
+        results["machine"] = {"cpu": platform.processor() or "cpu", "threads_per_run": 1, "torch": torch.__version__,
+                              "cores": os.cpu_count()}
+        (HERE / "results").mkdir(exist_ok=True)
+        atomic_write_json(HERE / "results" / "d1000.json", results)
+        print(json.dumps({n: {k: r[k] for k in ("estimator", "B", "steps_reached", "train_seconds", "test/rel_l2")}
+                          for n, r in results["runs"].items()}, indent=1))
         return
     mode = "quick" if args.quick else "full"
     cfg = MODES[mode]
