@@ -116,6 +116,11 @@ def collect(out: Path) -> dict:
         summary[rule] = {"test_rel_l2_mean": statistics.fmean(errs),
                          "test_rel_l2_std": statistics.stdev(errs) if len(errs) > 1 else float("nan"),
                          "seeds": len(errs), "runs": {r["seed"]: r["test_rel_l2"] for r in by_seed}}
+    (HERE / "results").mkdir(exist_ok=True)
+    if runs:
+        # a partial rerun gets its own plot: the curves of carried-over rules are not on disk
+        partial = set(runs) != set(RULES)
+        plot(runs, HERE / "results" / ("quick_loss_rerun.png" if partial else "quick_loss.png"))
     previous = HERE / "results" / "quick.json"
     if previous.exists():
         for rule, entry in json.loads(previous.read_text())["rules"].items():
@@ -124,9 +129,6 @@ def collect(out: Path) -> dict:
     if "adamw" in summary:
         for rule, s in summary.items():
             s["ratio_to_adamw"] = s["test_rel_l2_mean"] / summary["adamw"]["test_rel_l2_mean"]
-    (HERE / "results").mkdir(exist_ok=True)
-    if runs:
-        plot(runs, HERE / "results" / "quick_loss.png")
     return summary
 
 
