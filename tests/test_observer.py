@@ -117,9 +117,9 @@ def _zero_innovation_case(seed=0):
     return pred, y, mask
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_innovation_gain_does_not_correct_a_prediction_the_measurements_agree_with(one_thread, seed):
-    net = tiny_observer(seed)
+@pytest.mark.parametrize("seed, rank", [(0, None), (1, None), (0, 3)])
+def test_innovation_gain_does_not_correct_a_prediction_the_measurements_agree_with(one_thread, seed, rank):
+    net = tiny_observer(seed, gain_rank=rank)
     with torch.no_grad():  # a gate that is not near its bias: the zero must not come from the gate
         net.gain.gate.fno.projection.fcs[-1].bias.fill_(3.0)
         net.gain.spectral.weight.normal_()
@@ -137,9 +137,9 @@ def test_gated_gain_corrects_even_at_zero_innovation(one_thread):
         assert correction(net, pred, y, mask).abs().amax() > 1e-3
 
 
-@pytest.mark.parametrize("gain", ["innovation", "gated"])
-def test_correction_is_linear_in_the_innovation_at_fixed_prediction_and_mask(one_thread, gain):
-    net = tiny_observer(gain=gain)
+@pytest.mark.parametrize("gain, rank", [("innovation", None), ("innovation", 3), ("gated", None)])
+def test_correction_is_linear_in_the_innovation_at_fixed_prediction_and_mask(one_thread, gain, rank):
+    net = tiny_observer(gain=gain, gain_rank=rank)
     with torch.no_grad():
         net.gain.gate.fno.projection.fcs[-1].bias.fill_(0.5)
         if gain == "innovation":
@@ -172,6 +172,24 @@ def test_innovation_gate_sees_the_prediction_and_the_mask_only(one_thread):
 def test_unknown_gain_names_the_options():
     with pytest.raises(UserError, match="innovation, gated"):
         tiny_observer(gain="kalman")
+    with pytest.raises(UserError, match="gain=innovation"):
+        tiny_observer(gain="gated", gain_rank=2)
+
+
+def test_a_fresh_innovation_gain_nudges_by_the_gate_bias(one_thread):
+    """K starts as the identity (P K = identity with r filters): at the start the correction is the
+    gate's value times the innovation, ≈ 0.12 ν, so a fresh gain barely disturbs the predictor."""
+    for rank in (None, 3):
+        net = tiny_observer(gain_rank=rank)
+        if rank is not None:
+            with torch.no_grad():
+                net.gain.spectral.weight.zero_()
+        pred, y, mask = _zero_innovation_case()
+        nu = mask * (torch.randn_like(pred) - pred)
+        with torch.no_grad():
+            c, gate = net.gain(pred, nu, mask)
+        ratio = c[mask > 0] / nu[mask > 0]
+        assert 0.03 < float(ratio.min()) and float(ratio.max()) < 0.4
 
 
 def test_a_config_saved_before_the_gain_option_rebuilds_the_gated_model(one_thread):

@@ -41,33 +41,45 @@ def _init_gate_bias(gate: FNO, gate_bias: float) -> None:
 class InnovationGain(nn.Module):
     """K_θ(ẑ^f): the correction g(ẑ^f, M) ⊙ K(ν), linear in the innovation ν.
 
-    K(ν) = S(ν) + a·ν: S a spectral convolution (c -> c, ``modes``, no bias) and a a 1×1 map
-    without bias; nothing else, so K(0) = 0 exactly and K(αν₁ + βν₂) = αK(ν₁) + βK(ν₂). K starts
-    as the identity (S = 0, a = 1): a fresh gain nudges the prediction towards the measurements
-    where they are taken by the gate's value. The gate g = sigmoid(FNO[ẑ^f, M]) (2·c channels -> c)
-    sees the prediction and where measurements are, never the measurements themselves; its
-    output bias starts at ``gate_bias``.
+    K(ν) = S(ν) + A ν: S a spectral convolution (c -> r, ``modes``, no bias) and A a 1×1 map
+    without bias; nothing else, so K(0) = 0 exactly and K(αν₁ + βν₂) = αK(ν₁) + βK(ν₂). The gate
+    g = sigmoid(FNO[ẑ^f, M]) (2·c channels -> r) sees the prediction and where measurements are,
+    never the measurements themselves; its output bias starts at ``gate_bias``. With ``rank`` r
+    = None (default) r = c and the correction is g ⊙ K(ν) itself; with an integer r it is
+    P(g ⊙ K(ν)), P a 1×1 map r -> c without bias: the gate then weighs r learned filters of the
+    innovation point by point, still linearly in ν (a scale the sigmoid cannot give sits in P).
+    A fresh gain corrects by ≈ sigmoid(gate_bias)·ν: K starts as the identity (S = 0; with r
+    channels, S small and random, A = 1 and P = 1/r).
     """
 
     def __init__(self, channels: int, modes: tuple[int, ...], width: int = 32, n_layers: int = 2,
-                 gate_bias: float = -2.0, backend: str = "neuralop"):
+                 gate_bias: float = -2.0, backend: str = "neuralop", rank: int | None = None):
         super().__init__()
-        self.gate = FNO(2 * channels, channels, modes=modes, width=width, n_layers=n_layers, backend=backend)
+        r = channels if rank is None else int(rank)
+        if r < 1:
+            raise UserError(f"model.net.gain_rank={rank}: needs a positive number of channels (or null)")
+        self.gate = FNO(2 * channels, r, modes=modes, width=width, n_layers=n_layers, backend=backend)
         _init_gate_bias(self.gate, gate_bias)
-        self.spectral = SpectralConv(channels, channels, modes, bias=False, init_scale=0.0)
+        self.spectral = SpectralConv(channels, r, modes, bias=False, init_scale=0.0 if rank is None else 0.05)
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(modes)]
-        self.pointwise = conv(channels, channels, 1, bias=False)
+        self.pointwise = conv(channels, r, 1, bias=False)
+        self.project = None if rank is None else conv(r, channels, 1, bias=False)
         with torch.no_grad():
-            self.pointwise.weight.copy_(torch.eye(channels).reshape(self.pointwise.weight.shape))
+            if rank is None:
+                self.pointwise.weight.copy_(torch.eye(channels).reshape(self.pointwise.weight.shape))
+            else:
+                self.pointwise.weight.fill_(1.0)
+                self.project.weight.fill_(1.0 / r)
 
     def operator(self, innovation: torch.Tensor) -> torch.Tensor:
-        """K(ν): (B, c, *space) -> (B, c, *space), linear."""
+        """K(ν): (B, c, *space) -> (B, r, *space), linear."""
         return self.spectral(innovation) + self.pointwise(innovation)
 
     def forward(self, pred: torch.Tensor, innovation: torch.Tensor, mask: torch.Tensor):
-        """(B, c, *space) each -> correction (B, c, *space), gate (B, c, *space)."""
+        """(B, c, *space) each -> correction (B, c, *space), gate (B, r, *space)."""
         gate = torch.sigmoid(self.gate(torch.cat([pred, mask], dim=1)))
-        return gate * self.operator(innovation), gate
+        correction = gate * self.operator(innovation)
+        return (correction if self.project is None else self.project(correction)), gate
 
 
 class GatedGain(nn.Module):
@@ -106,6 +118,8 @@ class RecursiveObserver(nn.Module):
         configs saved before this option existed (old checkpoints) hold no ``gain`` and were
         trained with it; ``conf/model/observer.yaml`` sets ``innovation`` for new runs.
     gain_width, gain_layers : size of the gain FNOs (the gate; with ``gated`` also the candidate).
+    gain_rank : ``innovation`` only: None (K maps c -> c channels) or the number r of filters of
+        the innovation that the gate weighs (see :class:`InnovationGain`).
     gain_backend : their implementation, ``neuralop`` or ``neuropde`` (same network, faster:
         :class:`neuropde.models.fno.FNO`).
     learn_observation : E learned (1×1 conv, c -> 64 -> c) instead of the identity.
@@ -113,14 +127,19 @@ class RecursiveObserver(nn.Module):
 
     def __init__(self, predictor: nn.Module, modes: tuple[int, ...], channels: int = 1, gain_width: int = 32,
                  gain_layers: int = 2, gate_bias: float = -2.0, learn_observation: bool = False,
-                 gain_backend: str = "neuralop", gain: str = "gated"):
+                 gain_backend: str = "neuralop", gain: str = "gated", gain_rank: int | None = None):
         super().__init__()
         if gain not in GAINS:
             raise UserError(f"model.net.gain={gain!r} is not a gain; choose one of {', '.join(GAINS)} "
                             "(innovation: g(prediction, mask) * K(innovation), K linear; gated: the first version)")
         self.predictor, self.channels, self.dim, self.gain_kind = predictor, int(channels), len(modes), gain
-        cls = InnovationGain if gain == "innovation" else GatedGain
-        self.gain = cls(self.channels, tuple(modes), gain_width, gain_layers, gate_bias, gain_backend)
+        if gain == "innovation":
+            self.gain = InnovationGain(self.channels, tuple(modes), gain_width, gain_layers, gate_bias, gain_backend,
+                                       gain_rank)
+        elif gain_rank is not None:
+            raise UserError(f"model.net.gain_rank={gain_rank} is an option of gain=innovation, not of gain={gain}")
+        else:
+            self.gain = GatedGain(self.channels, tuple(modes), gain_width, gain_layers, gate_bias, gain_backend)
         conv = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[self.dim]
         self.observation = (nn.Sequential(conv(self.channels, 64, 1), nn.GELU(), conv(64, self.channels, 1))
                             if learn_observation else nn.Identity())
