@@ -43,20 +43,22 @@ DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"]}
 FRACTIONS, NOISES, EVERY = (1.0, 0.25, 0.05), (0.0, 0.05), 5
 
 
-def run_name(data: str, gain: str | None, seed: int | None, epochs: int | None, backend: str | None) -> str:
-    """``<data>`` for the config's defaults, else ``<data>_<gain>_seed<s>[_e<epochs>][_<backend>]``."""
-    if gain is None and seed is None and epochs is None and backend is None:
+def run_name(data: str, gain: str | None, seed: int | None, epochs: int | None, backend: str | None,
+             rank: int | None = None) -> str:
+    """``<data>`` for the config's defaults, else ``<data>_<gain>[_r<rank>]_seed<s>[_e<epochs>][_<backend>]``."""
+    if gain is None and seed is None and epochs is None and backend is None and rank is None:
         return data
-    return (f"{data}_{gain or 'default'}_seed{seed or 0}" + (f"_e{epochs}" if epochs else "")
-            + (f"_{backend}" if backend else ""))
+    return (f"{data}_{gain or 'default'}" + (f"_r{rank}" if rank else "") + f"_seed{seed or 0}"
+            + (f"_e{epochs}" if epochs else "") + (f"_{backend}" if backend else ""))
 
 
 def trained(mode: str, data: str, out: Path, gain: str | None = None, seed: int | None = None,
-            epochs: int | None = None, backend: str | None = None) -> Path:
-    run = out / mode / run_name(data, gain, seed, epochs, backend)
+            epochs: int | None = None, backend: str | None = None, rank: int | None = None) -> Path:
+    run = out / mode / run_name(data, gain, seed, epochs, backend, rank)
     if not (run / "metrics.json").exists():
         extra = [] if mode == "quick" else ["trainer.accelerator=gpu", "trainer.max_epochs=100"]
         extra += [f"model.net.gain={gain}"] if gain else []
+        extra += [f"model.net.gain_rank={rank}"] if rank else []
         extra += [f"seed={seed}"] if seed is not None else []
         extra += [f"trainer.max_epochs={epochs}"] if epochs else []
         extra += [f"model.net.predictor.backend={backend}", f"model.net.gain_backend={backend}"] if backend else []
@@ -167,6 +169,7 @@ def main() -> None:
     p.add_argument("--data", nargs="*", default=None, help="a subset of the mode's data sets")
     p.add_argument("--gain", nargs="*", default=None, choices=("gated", "innovation"),
                    help="train these gains (model.net.gain) instead of the config's")
+    p.add_argument("--gain-rank", type=int, default=None, help="model.net.gain_rank (gain=innovation)")
     p.add_argument("--seeds", nargs="*", type=int, default=None, help="train these seeds (default: the config's)")
     p.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's)")
     p.add_argument("--backend", choices=("neuralop", "neuropde"), default=None,
@@ -181,12 +184,13 @@ def main() -> None:
     gains = json.loads(gains_path.read_text()) if gains_path.exists() else {}
     for data, seed, gain in [(d, s, g) for d in args.data or DATA[mode] for s in args.seeds or [None]
                              for g in args.gain or [None]]:  # seeds outermost: gains stay paired if cut short
-        run = trained(mode, data, Path(args.out), gain, seed, args.epochs, args.backend)
+        run = trained(mode, data, Path(args.out), gain, seed, args.epochs, args.backend, args.gain_rank)
         metrics = json.loads((run / "metrics.json").read_text())
         r = evaluate(run, device)
+        net = checkpoint.read(run / "checkpoints" / "best.ckpt")["neuropde"]["config"]["model"]["net"]
+        label = net.get("gain", "gated") + (f" (rank {net['gain_rank']})" if net.get("gain_rank") else "")
         r.update(params=metrics["params"], epochs=metrics["epochs"], sec_per_epoch=metrics["sec_per_epoch"],
-                 gain=checkpoint.read(run / "checkpoints" / "best.ckpt")["neuropde"]["config"]["model"]["net"]
-                 .get("gain", "gated"), seed=seed or 0, run=run.name)
+                 gain=label, seed=seed or 0, run=run.name)
         acc = r["grid"]["p0.25_sigma0.05"]
         gains[run.name] = {"data": data, "gain": r["gain"], "seed": r["seed"], "epochs": r["epochs"],
                            "sec_per_epoch": r["sec_per_epoch"], "params": r["params"],
