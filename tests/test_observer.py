@@ -169,6 +169,35 @@ def test_innovation_gate_sees_the_prediction_and_the_mask_only(one_thread):
     assert torch.equal(gate1, gate2)
 
 
+@pytest.mark.parametrize("rank", [None, 3])
+def test_trained_innovation_gain_still_does_not_correct_at_zero_innovation(one_thread, rank):
+    """Training moves every weight of the gain (not only the initial identity K), and the
+    correction stays exactly zero at ν = 0 and linear in ν."""
+    net = tiny_observer(gain_rank=rank)
+    before = {k: v.detach().clone() for k, v in net.gain.named_parameters()}
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 2 * torch.pi, 33)[:-1]
+    for _ in range(15):
+        phase = torch.rand(4, 1, 1, generator=g) * 6.28
+        truth = torch.sin(x + phase + 0.3 * torch.arange(6).reshape(1, 6, 1))  # (4, 6, 32) travelling waves
+        mask = (torch.rand(4, 6, 32, generator=g) < 0.5).float()
+        out = net.rollout(truth * mask + 0.05 * torch.randn(truth.shape, generator=g) * mask, mask)
+        loss = (out["states"] - truth).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = [k for k, v in net.gain.named_parameters() if not torch.equal(v, before[k])]
+    assert any(k.startswith("spectral") for k in moved) and any(k.startswith("gate") for k in moved)
+    net.eval()
+    pred, y, mask = _zero_innovation_case()
+    with torch.no_grad():
+        assert torch.equal(correction(net, pred, y, mask), torch.zeros_like(pred))
+        nu = torch.randn_like(pred) * mask
+        c = lambda v: net.gain(pred, v, mask)[0]  # noqa: E731
+        assert torch.allclose(c(1.5 * nu - nu), 0.5 * c(nu), atol=1e-5 * float(c(nu).abs().amax()))
+
+
 def test_unknown_gain_names_the_options():
     with pytest.raises(UserError, match="innovation, gated"):
         tiny_observer(gain="kalman")
@@ -194,20 +223,19 @@ def test_a_fresh_innovation_gain_nudges_by_the_gate_bias(one_thread):
 
 def test_a_config_saved_before_the_gain_option_rebuilds_the_gated_model(one_thread):
     """Old checkpoints hold no model.net.gain: their config must rebuild the network they were
-    trained as (gated), so their weights load; new configs name innovation."""
+    trained as (gated), so that their weights load; the config names its gain explicitly."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    cfg = compose("train", ["experiment=observer_tiny"])
-    assert cfg.model.net.gain == "innovation"
-    old = OmegaConf.to_container(cfg.model.net, resolve=True)
-    old.pop("gain")
+    cfg = OmegaConf.to_container(compose("train", ["experiment=observer_tiny"]).model.net, resolve=True)
+    assert cfg["gain"] in ("gated", "innovation")
+    old = {k: v for k, v in cfg.items() if k not in ("gain", "gain_rank")}
     trained_then = instantiate(old)
     assert trained_then.gain_kind == "gated"
     weights = {k: v for k, v in trained_then.state_dict().items() if "_metadata" not in k}  # as the task saves
     instantiate(old).load_state_dict(weights)  # strict: the same parameters
     with pytest.raises(RuntimeError, match="gain"):
-        instantiate(OmegaConf.to_container(cfg.model.net, resolve=True)).load_state_dict(weights)
+        instantiate({**cfg, "gain": "innovation"}).load_state_dict(weights)
 
 
 # ------------------------------------------------------------------------- training and predict
@@ -224,25 +252,6 @@ def test_training_reports_assimilated_and_open_loop_errors(trained_observer):
     for key in ("test/rel_l2", "test/rel_l2_final", "test/rel_l2_openloop", "test/rel_l2_openloop_final",
                 "test/gate", "val/rel_l2"):
         assert np.isfinite(m[key]), key
-
-
-def test_trained_innovation_gain_still_does_not_correct_at_zero_innovation(trained_observer, one_thread):
-    from neuropde import checkpoint
-    from neuropde.run import build_task
-
-    run, _ = trained_observer
-    ckpt = checkpoint.read(run)
-    assert ckpt["neuropde"]["config"]["model"]["net"]["gain"] == "innovation"
-    task = build_task(OmegaConf.create(ckpt["neuropde"]["config"]), ckpt["neuropde"]["stats"])
-    task.load_state_dict(ckpt["state_dict"])
-    net = task.net.eval()
-    assert not torch.equal(net.gain.spectral.weight, torch.zeros_like(net.gain.spectral.weight))  # it trained
-    pred, y, mask = _zero_innovation_case()
-    with torch.no_grad():
-        assert torch.equal(correction(net, pred, y, mask), torch.zeros_like(pred))
-        nu = torch.randn_like(pred) * mask
-        c = lambda v: net.gain(pred, v, mask)[0]  # noqa: E731
-        assert torch.allclose(c(1.5 * nu), 1.5 * c(nu), atol=1e-5 * float(c(nu).abs().amax()))
 
 
 def test_predict_assimilates_whole_trajectories(trained_observer, tmp_path):
