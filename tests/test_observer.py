@@ -199,7 +199,7 @@ def test_trained_innovation_gain_still_does_not_correct_at_zero_innovation(one_t
 
 
 def test_unknown_gain_names_the_options():
-    with pytest.raises(UserError, match="innovation, gated"):
+    with pytest.raises(UserError, match="gated, innovation"):
         tiny_observer(gain="kalman")
     with pytest.raises(UserError, match="gain=innovation"):
         tiny_observer(gain="gated", gain_rank=2)
