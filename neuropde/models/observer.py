@@ -131,8 +131,8 @@ class RecursiveObserver(nn.Module):
         super().__init__()
         if gain not in GAINS:
             raise UserError(f"model.net.gain={gain!r} is not a gain; choose one of {', '.join(GAINS)} "
-                            "(gated: FNOs on [prediction, innovation, mask]; innovation: g(prediction, mask) * K(innovation), "
-                            "K linear)")
+                            "(gated: FNOs on [prediction, innovation, mask]; "
+                            "innovation: g(prediction, mask) * K(innovation), K linear)")
         self.predictor, self.channels, self.dim, self.gain_kind = predictor, int(channels), len(modes), gain
         if gain == "innovation":
             self.gain = InnovationGain(self.channels, tuple(modes), gain_width, gain_layers, gate_bias, gain_backend,
