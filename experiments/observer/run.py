@@ -16,9 +16,9 @@ measurements). Writes ``results/<mode>.json``: ``<data>_assim_final_rel_l2`` and
 seed; every run then gets its own run dir ``<data>_<gain>_seed<s>`` and
 ``results/<mode>_gains.json`` collects per run: the acceptance setting's final and mean relative
 L2, assimilated and open loop, and its mean gate over the measured steps after the warm-up.
-``results/<mode>.json`` keeps one entry per data set: the first seed of the last gain named.
 ``--epochs`` and ``--backend neuropde`` (predictor and gain FNOs on neuropde's layers, the same
 networks, faster on a CPU) change the training budget and speed; both show in the run dir name.
+``results/<mode>.json`` and the plots take only runs of the config's gain and epochs (first seed).
 """
 from __future__ import annotations
 
@@ -199,8 +199,8 @@ def main() -> None:
                                                   "assim_mean_rel_l2", "openloop_mean_rel_l2", "gate_mean")}}
         gains_path.parent.mkdir(exist_ok=True)
         atomic_write_json(gains_path, gains)
-        if args.seeds and seed != args.seeds[0]:
-            continue  # results/<mode>.json and the plots: the first seed
+        if args.gain or args.gain_rank or args.epochs or (args.seeds and seed != args.seeds[0]):
+            continue  # results/<mode>.json and the plots: the config's model and budget, first seed only
         key = data.split("_")[0]
         results[data] = r
         results[f"{key}_assim_final_rel_l2"] = r["grid"]["p0.25_sigma0.05"]["assim_final_rel_l2"]
