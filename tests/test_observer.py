@@ -3,6 +3,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from neuropde.data.measurement import MeasurementModel, random_points
 from neuropde.errors import UserError
@@ -12,10 +13,16 @@ from neuropde.run import predict, train
 from tests.conftest import compose
 
 
-def tiny_observer(seed=0, **kw):
+def tiny_observer(seed=0, gain="innovation", **kw):
     torch.manual_seed(seed)
     return RecursiveObserver(FNO(1, 1, modes=(4,), width=8, n_layers=1), modes=(4,), gain_width=8,
-                             gain_layers=1, **kw)
+                             gain_layers=1, gain=gain, **kw)
+
+
+def correction(net, pred, y, mask):
+    """The analysis minus the prediction at one measured step (every trajectory active)."""
+    state, _ = net.correct(pred, y, mask, torch.ones(pred.shape[0], dtype=torch.bool))
+    return state - pred
 
 
 # ------------------------------------------------------------------------------- measurements
@@ -99,6 +106,136 @@ def test_truncated_backpropagation_cuts_the_gradient_path(one_thread):
         net.rollout(y, mask, tbptt=tbptt)["states"][:, 3].sum().backward()
         grads[tbptt] = y.grad[0, 0].abs().sum()
     assert grads[None] > 0 and grads[2] == 0
+
+
+# ------------------------------------------------------------------------------------- the gain
+def _zero_innovation_case(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pred = torch.randn(3, 1, 32, generator=g)
+    mask = (torch.rand(3, 1, 32, generator=g) < 0.4).float()
+    y = torch.where(mask > 0, pred, torch.randn(3, 1, 32, generator=g))  # agrees where measured
+    return pred, y, mask
+
+
+@pytest.mark.parametrize("seed, rank", [(0, None), (1, None), (0, 3)])
+def test_innovation_gain_does_not_correct_a_prediction_the_measurements_agree_with(one_thread, seed, rank):
+    net = tiny_observer(seed, gain_rank=rank)
+    with torch.no_grad():  # a gate that is not near its bias: the zero must not come from the gate
+        net.gain.gate.fno.projection.fcs[-1].bias.fill_(3.0)
+        net.gain.spectral.weight.normal_()
+    pred, y, mask = _zero_innovation_case(seed)
+    with torch.no_grad():
+        assert torch.equal(correction(net, pred, y, mask), torch.zeros_like(pred))
+
+
+def test_gated_gain_corrects_even_at_zero_innovation(one_thread):
+    """The first gain (gain=gated) has no observer structure: the candidate FNO's biases and
+    activations move the state although the measurements agree with it."""
+    net = tiny_observer(gain="gated")
+    pred, y, mask = _zero_innovation_case()
+    with torch.no_grad():
+        assert correction(net, pred, y, mask).abs().amax() > 1e-3
+
+
+@pytest.mark.parametrize("gain, rank", [("innovation", None), ("innovation", 3), ("gated", None)])
+def test_correction_is_linear_in_the_innovation_at_fixed_prediction_and_mask(one_thread, gain, rank):
+    net = tiny_observer(gain=gain, gain_rank=rank)
+    with torch.no_grad():
+        net.gain.gate.fno.projection.fcs[-1].bias.fill_(0.5)
+        if gain == "innovation":
+            net.gain.spectral.weight.normal_()
+    g = torch.Generator().manual_seed(3)
+    pred, nu1, nu2 = (torch.randn(2, 1, 32, generator=g) for _ in range(3))
+    mask = (torch.rand(2, 1, 32, generator=g) < 0.5).float()
+    nu1, nu2 = nu1 * mask, nu2 * mask
+    with torch.no_grad():
+        c = lambda nu: net.gain(pred, nu, mask)[0]  # noqa: E731
+        combined, separate = c(2.0 * nu1 - 0.5 * nu2), 2.0 * c(nu1) - 0.5 * c(nu2)
+    scale = separate.abs().amax()
+    assert scale > 1e-2
+    if gain == "innovation":
+        assert torch.allclose(combined, separate, atol=1e-5 * float(scale))
+        assert torch.allclose(c(-3.0 * nu1), -3.0 * c(nu1), atol=1e-5 * float(scale))
+    else:  # the gated form is not a gain applied to the innovation
+        assert not torch.allclose(combined, separate, atol=1e-2 * float(scale))
+
+
+def test_innovation_gate_sees_the_prediction_and_the_mask_only(one_thread):
+    net = tiny_observer()
+    pred, _, mask = _zero_innovation_case()
+    with torch.no_grad():
+        _, gate1 = net.gain(pred, torch.randn_like(pred) * mask, mask)
+        _, gate2 = net.gain(pred, torch.randn_like(pred) * mask, mask)
+    assert torch.equal(gate1, gate2)
+
+
+@pytest.mark.parametrize("rank", [None, 3])
+def test_trained_innovation_gain_still_does_not_correct_at_zero_innovation(one_thread, rank):
+    """Training moves every weight of the gain (not only the initial identity K), and the
+    correction stays exactly zero at ν = 0 and linear in ν."""
+    net = tiny_observer(gain_rank=rank)
+    before = {k: v.detach().clone() for k, v in net.gain.named_parameters()}
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.linspace(0, 2 * torch.pi, 33)[:-1]
+    for _ in range(15):
+        phase = torch.rand(4, 1, 1, generator=g) * 6.28
+        truth = torch.sin(x + phase + 0.3 * torch.arange(6).reshape(1, 6, 1))  # (4, 6, 32) travelling waves
+        mask = (torch.rand(4, 6, 32, generator=g) < 0.5).float()
+        out = net.rollout(truth * mask + 0.05 * torch.randn(truth.shape, generator=g) * mask, mask)
+        loss = (out["states"] - truth).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    moved = [k for k, v in net.gain.named_parameters() if not torch.equal(v, before[k])]
+    assert any(k.startswith("spectral") for k in moved) and any(k.startswith("gate") for k in moved)
+    net.eval()
+    pred, y, mask = _zero_innovation_case()
+    with torch.no_grad():
+        assert torch.equal(correction(net, pred, y, mask), torch.zeros_like(pred))
+        nu = torch.randn_like(pred) * mask
+        c = lambda v: net.gain(pred, v, mask)[0]  # noqa: E731
+        assert torch.allclose(c(1.5 * nu - nu), 0.5 * c(nu), atol=1e-5 * float(c(nu).abs().amax()))
+
+
+def test_unknown_gain_names_the_options():
+    with pytest.raises(UserError, match="gated, innovation"):
+        tiny_observer(gain="kalman")
+    with pytest.raises(UserError, match="gain=innovation"):
+        tiny_observer(gain="gated", gain_rank=2)
+
+
+def test_a_fresh_innovation_gain_nudges_by_the_gate_bias(one_thread):
+    """K starts as the identity (P K = identity with r filters): at the start the correction is the
+    gate's value times the innovation, ≈ 0.12 ν, so a fresh gain barely disturbs the predictor."""
+    for rank in (None, 3):
+        net = tiny_observer(gain_rank=rank)
+        if rank is not None:
+            with torch.no_grad():
+                net.gain.spectral.weight.zero_()
+        pred, y, mask = _zero_innovation_case()
+        nu = mask * (torch.randn_like(pred) - pred)
+        with torch.no_grad():
+            c, gate = net.gain(pred, nu, mask)
+        ratio = c[mask > 0] / nu[mask > 0]
+        assert 0.03 < float(ratio.min()) and float(ratio.max()) < 0.4
+
+
+def test_a_config_saved_before_the_gain_option_rebuilds_the_gated_model(one_thread):
+    """Old checkpoints hold no model.net.gain: their config must rebuild the network they were
+    trained as (gated), so that their weights load; the config names its gain explicitly."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose("train", ["experiment=observer_tiny"]).model.net, resolve=True)
+    assert cfg["gain"] in ("gated", "innovation")
+    old = {k: v for k, v in cfg.items() if k not in ("gain", "gain_rank")}
+    trained_then = instantiate(old)
+    assert trained_then.gain_kind == "gated"
+    weights = {k: v for k, v in trained_then.state_dict().items() if "_metadata" not in k}  # as the task saves
+    instantiate(old).load_state_dict(weights)  # strict: the same parameters
+    with pytest.raises(RuntimeError, match="gain"):
+        instantiate({**cfg, "gain": "innovation"}).load_state_dict(weights)
 
 
 # ------------------------------------------------------------------------- training and predict
