@@ -126,7 +126,15 @@ def test_resume_auto_continues_a_cut_run_and_skips_a_finished_one(data_root, tmp
         train(compose("train", base + ["optimizer.lr=0.5"]))
 
 
-@pytest.mark.parametrize("family", families())
+# These families assert their accuracy in their own test files (phirom: test_phirom_task's bound on a
+# working model; equino: test_equino_task's median stress errors; lemon: test_lemon's errors against
+# persistence), so their 60-epoch run here is `slow`: 27-53 s each on the 2-core Xeon of 2026-12-06,
+# where the default suite had grown to 11.9 min.
+ACCURACY_TESTED_ELSEWHERE = ("equino", "lemon", "phirom")
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in ACCURACY_TESTED_ELSEWHERE else f
+                                    for f in families()])
 def test_every_family_learns_its_tiny_task(family, data_root, tmp_path):
     """60 epochs on 8 tiny samples must beat the trivial prediction clearly: persistence for
     trajectories (measured: ~0.06 vs 0.20), zero (relative L2 = 1) for input -> output pairs."""
