@@ -27,6 +27,14 @@ def rel_l2(pred: torch.Tensor, true: torch.Tensor, reduce: bool = True, eps: flo
     return err.mean() if reduce else err
 
 
+def rel_l2_frames(pred: torch.Tensor, true: torch.Tensor, squared: bool = False) -> torch.Tensor:
+    """‖pred_k − true_k‖ / ‖true_k‖ (squared on request) of every sample and frame:
+    (B, T, *space) -> (B, T). A loss: the clamps keep its gradient finite where an error is zero."""
+    num = (pred - true).flatten(2).square().sum(2)
+    ratio = num / true.flatten(2).square().sum(2).clamp(min=1e-12)
+    return ratio if squared else ratio.clamp(min=1e-12).sqrt()
+
+
 def rel_l2_per_frame(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Relative L2 of each frame, averaged over samples: (B, T, ...) -> (T,)."""
     diff = pred.reshape(*pred.shape[:2], -1) - true.reshape(*true.shape[:2], -1)

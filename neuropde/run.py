@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from neuropde import __version__, checkpoint
 from neuropde.callbacks.plots import ValidationPlots, plot_estimate, plot_fields
-from neuropde.data.datamodule import TrajectoryDataModule
 from neuropde.data.generators import ensure_generated
 from neuropde.cpu_memory import keep_freed_memory
 from neuropde.data.store import SPLITS, atomic_write_json
@@ -149,30 +148,16 @@ def check_compatible(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig, progress: bool = True):
-    """The data set's Lightning data module: trajectories from the HDF5 store, collocation points
-    drawn on the fly (``spec.kind: highdim``) or FE snapshots of an RVE (``spec.kind: rve``) or
-    multi-operator trajectories (``spec.kind: multi1d``)."""
-    if cfg.data.spec.kind == "highdim":
-        from neuropde.data.collocation import CollocationDataModule
+    """The Lightning data module of ``cfg.data``: the class ``data._target_`` names, or the one the
+    task asks for (:meth:`BaseTask.make_datamodule`, e.g. snapshots for an auto-decoder)."""
+    from hydra.utils import get_class
 
-        return CollocationDataModule(to_dict(cfg.data), seed=int(cfg.get("seed", 0)))
-    if cfg.model.get("datamodule") == "snapshots":  # auto-decoders: one latent per (trajectory, frame)
-        from neuropde.data.snapshots import SnapshotDataModule
-
-        return SnapshotDataModule(to_dict(cfg.data), data_root(cfg), int(cfg.model.task.train_frames),
-                                  progress=progress, seed=int(cfg.get("seed", 0)))
-    if cfg.data.spec.kind == "rve":
-        from neuropde.data.rve import RVEDataModule
-
-        return RVEDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
-    if cfg.data.spec.kind == "multi1d":  # many operators, batches with same-operator examples
-        from neuropde.data.multi1d import MultiOperatorDataModule
-
-        data = to_dict(cfg.data)
-        if cfg.get("stage") == "meta" and cfg.model.get("meta_tasks"):  # LeMON: single-operator tasks
-            data["loader"]["tasks"] = to_dict(cfg.model.meta_tasks)
-        return MultiOperatorDataModule(data, data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
-    return TrajectoryDataModule(to_dict(cfg.data), data_root(cfg), progress=progress, seed=int(cfg.get("seed", 0)))
+    target = cfg.model.task.get("_target_")
+    try:
+        task_class = get_class(target)
+    except Exception as err:
+        raise UserError(f"model.task._target_={target} cannot be imported ({err})") from None
+    return task_class.make_datamodule(cfg, data_root(cfg), progress=progress)
 
 
 def build_task(cfg: DictConfig, stats: dict | None):
@@ -358,9 +343,46 @@ def train(cfg: DictConfig) -> dict:
 
 
 # --------------------------------------------------------------------------------------- predict
+def name_parts(stored: DictConfig) -> None:
+    """Bring a checkpoint's stored config up to today's names, in place.
+
+    Configs written before data configs named their data module and generator (issue 25) get
+    ``data._target_`` and ``data.generator._target_`` from ``conf/data/<data.name>.yaml``; a
+    ``model.task`` or ``model.net`` ``_target_`` that no longer imports (a class renamed or moved)
+    is taken from ``conf/model/<model.family>.yaml``. Nothing else changes: the weights, sizes and
+    settings stay the checkpoint's own.
+    """
+    from hydra.utils import get_class
+
+    def imports(target) -> bool:
+        try:
+            get_class(str(target))
+            return True
+        except Exception:
+            return False
+
+    OmegaConf.set_struct(stored, False)
+    data, model = stored.get("data"), stored.get("model")
+    if data is not None and not data.get("_target_"):
+        if not (CONF_DIR / "data" / f"{data.name}.yaml").exists():
+            raise UserError(f"this checkpoint's data ({data.name}) predates data._target_ and has no config in "
+                            f"{CONF_DIR / 'data'} to take it from: predict with data=<a data config> or set "
+                            "data._target_ and data.generator._target_")
+        current = compose_config("train", [f"data={data.name}"]).data
+        data["_target_"] = current._target_
+        if "generator" in data and "_target_" in current.get("generator", {}):
+            data.generator["_target_"] = current.generator._target_
+    stale = [k for k in ("task", "net") if model is not None and k in model and not imports(model[k].get("_target_"))]
+    if stale and (CONF_DIR / "model" / f"{model.get('family')}.yaml").exists():
+        current = compose_config("train", [f"model={model.family}"]).model
+        for k in stale:
+            model[k]["_target_"] = current[k]._target_
+
+
 def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     """The checkpoint's config, with the data swapped (``data=``) or edited (``data.key=``)."""
     stored = OmegaConf.create(ckpt["neuropde"]["config"])
+    name_parts(stored)
     data = cfg.get("data")
     if data:
         data = to_dict(data)
@@ -373,25 +395,6 @@ def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     return stored
 
 
-def residual_solver(pcfg: DictConfig, device: torch.device):
-    """The NavierStokes2D whose residual judges predictions on this data (None for other equations)."""
-    if pcfg.data.get("equation") != "navier_stokes":
-        return None
-    from neuropde.pde.residual import solver_for
-
-    g = pcfg.data.generator
-    return solver_for(int(pcfg.data.resolution), float(g.L), float(g.nu), str(g.forcing), torch.float64, device,
-                      kolmogorov_k=int(g.get("kolmogorov_k", 4)))
-
-
-def _estimate(x: torch.Tensor, pred: torch.Tensor, solver, dt: float, accuracy: int = 4) -> torch.Tensor:
-    """‖R(ω_θ)‖ in L²(0,T;H⁻¹) of each predicted trajectory, its last input frame prepended: (B,)."""
-    from neuropde.pde.residual import navier_stokes_residual, residual_norm
-
-    traj = torch.cat([x[:, -1:], pred], dim=1).double()
-    return residual_norm(navier_stokes_residual(traj, dt, solver, accuracy=accuracy), L=solver.L, s=-1.0, dt=dt)
-
-
 def predict(cfg: DictConfig) -> dict:
     """Run a checkpoint on a split; write ``predictions.h5``, ``metrics.json`` and plots.
 
@@ -399,11 +402,6 @@ def predict(cfg: DictConfig) -> dict:
     ``refine.enabled`` an SFNO's output operator is fine-tuned per trajectory (Spectral-Refiner).
     """
     keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
-    import h5py
-    from tqdm.auto import tqdm
-
-    from neuropde.losses import rel_l2, rel_l2_per_frame, sobolev_norm
-
     if OmegaConf.is_missing(cfg, "ckpt"):
         raise UserError("predict.py needs a checkpoint: ckpt=<run dir> (uses its checkpoints/best.ckpt) "
                         "or ckpt=<file>.ckpt")
@@ -418,111 +416,12 @@ def predict(cfg: DictConfig) -> dict:
     dm = build_datamodule(pcfg)
     task = build_task(pcfg, ckpt["neuropde"].get("stats"))
     task.load_state_dict(ckpt["state_dict"])
+    task.meta = dict(ckpt["neuropde"])  # config (as trained), choices, version, stats
     device = torch.device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     task.to(device).eval()
-    if pcfg.model.family == "dcdm":
-        from neuropde.tasks.dcdm import predict_dcdm
-
-        return predict_dcdm(cfg, pcfg, task, out)
-    if pcfg.model.family == "phirom":
-        from neuropde.tasks.phirom import predict_phirom
-
-        return predict_phirom(cfg, pcfg, task, dm, out, split)
-    if pcfg.model.family == "equino":
-        from neuropde.tasks.equino import predict_equino
-
-        return predict_equino(cfg, pcfg, task, dm, out, split)
-    if pcfg.model.family == "lemon":
-        from neuropde.tasks.lemon import predict_lemon
-
-        return predict_lemon(cfg, pcfg, task, dm, out, split)
-    if pcfg.model.family == "sdgd_pinn":
-        from neuropde.tasks.pinn import predict_pinn
-
-        return predict_pinn(cfg, pcfg, task, dm, out, split)
-    if (cfg.get("assimilate") or {}).get("enabled"):
-        from neuropde.assimilation import predict_assimilation
-
-        return predict_assimilation(cfg, pcfg, task, dm, out, split)
-    solver = residual_solver(pcfg, device)
-    opts = to_dict(cfg.get("refine") or {"enabled": False})
-    refining = bool(opts.pop("enabled", False))
-    opts["dtype"] = getattr(torch, str(opts.get("dtype", "float64")))
-    if refining and solver is None:
-        raise UserError("refine=true needs Navier–Stokes data (the residual is the Navier–Stokes equation's)")
-    dt = float(pcfg.data.generator.get("dt_snap", 1.0))
-
-    cols = {k: [] for k in ("pred", "truth", "last", "refined", "estimate", "estimate_refined")}
-    seconds = 0.0
-    for x, y in tqdm(dm.predict_dataloader(split), desc=f"predict {split}" + (" + refine" if refining else "")):
-        x = x.to(device)
-        if refining:
-            from neuropde.models.sfno_refine import refine
-
-            res = refine(task, x, y.shape[1], solver, dt, **opts)
-            pred, est = res.prediction, res.estimate
-            cols["refined"].append(res.refined.float().cpu())
-            cols["estimate_refined"].append(res.estimate_refined.cpu())
-            seconds += res.seconds
-        else:
-            with torch.no_grad():
-                pred = task(x, y.shape[1])
-                # 4th-order differences in time need 5 frames: the last input frame and 4 predicted
-                est = _estimate(x, pred, solver, dt) if solver is not None and y.shape[1] >= 4 else None
-        cols["pred"].append(pred.float().cpu())
-        cols["truth"].append(y)
-        cols["last"].append(x[:, -1:].cpu())
-        if est is not None:
-            cols["estimate"].append(est.cpu())
-    cat = {k: torch.cat(v) for k, v in cols.items() if v}
-    pred, truth, last = cat["pred"], cat["truth"], cat["last"]
-    res = int(pcfg.data.resolution)
-    L = float(pcfg.data.spec.get("L", 1.0))
-    metrics = {f"{split}/rel_l2": float(rel_l2(pred, truth)),
-               f"{split}/rel_l2_per_frame": rel_l2_per_frame(pred, truth).tolist(),
-               "rel_l2_per_sample": rel_l2(pred, truth, reduce=False).tolist(),
-               "resolution": res, "split": split, "samples": int(pred.shape[0]),
-               "ckpt": str(checkpoint.resolve_path(cfg.ckpt)),
-               "trained_resolution": int(ckpt["neuropde"]["config"]["data"]["resolution"])}
-    if getattr(task, "persistence", True):  # the repeat-last-frame baseline means something for trajectories only
-        metrics[f"{split}/rel_l2_persistence"] = float(rel_l2(last.expand_as(truth), truth))
-    if "estimate" in cat:
-        from scipy.stats import spearmanr
-
-        error = sobolev_norm((pred - truth).double(), 0.0, L, dt=dt)  # same Bochner scaling as the estimate
-        metrics.update({"estimate": cat["estimate"].tolist(), "error": error.tolist(),
-                        "estimate_spearman": float(spearmanr(cat["estimate"], error).statistic)})
-        plot_estimate(cat["estimate"].numpy(), error.numpy(), out / "plots" / "estimate_vs_error.png",
-                      title=f"{split}, {res}²: Spearman {metrics['estimate_spearman']:.2f}")
-    if refining:
-        refined = cat["refined"]
-        metrics.update({f"{split}/rel_l2_refined": float(rel_l2(refined, truth)),
-                        f"{split}/rel_l2_per_frame_refined": rel_l2_per_frame(refined, truth).tolist(),
-                        "rel_l2_per_sample_refined": rel_l2(refined, truth, reduce=False).tolist(),
-                        "estimate_refined": cat["estimate_refined"].tolist(),
-                        "seconds_per_refined_sample": seconds / pred.shape[0]})
-
-    tmp = out / "predictions.h5.tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("predictions", data=pred.numpy())
-        f.create_dataset("targets", data=truth.numpy())
-        if refining:
-            f.create_dataset("refined", data=cat["refined"].numpy())
-        if "estimate" in cat:
-            f.create_dataset("estimate", data=cat["estimate"].numpy())
-        f.attrs.update({"ckpt": metrics["ckpt"], "split": split, "resolution": res})
-    os.replace(tmp, out / "predictions.h5")
-    atomic_write_json(out / "metrics.json", metrics)
-    for i in range(min(int(cfg.get("n_plots", 2)), pred.shape[0])):
-        shown = cat["refined"] if refining else pred
-        plot_fields(truth[i].numpy(), shown[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
-                    title=f"{split} sample {i}, {res}², rel L2 {float(rel_l2(shown[i:i+1], truth[i:i+1])):.2e}"
-                    + (" (refined)" if refining else ""))
-    baseline = metrics.get(f"{split}/rel_l2_persistence")
-    log.info("%s/rel_l2 %.4g at %d²%s%s; outputs in %s", split, metrics[f"{split}/rel_l2"], res,
-             "" if baseline is None else f" (persistence {baseline:.4g})",
-             f", refined {metrics[f'{split}/rel_l2_refined']:.4g}" if refining else "", out)
-    return metrics
+    options = {k: v for k, v in to_dict(cfg).items() if k not in ("data", "hydra")}
+    options["ckpt"] = str(checkpoint.resolve_path(cfg.ckpt))
+    return task.predict_split(dm, split, out, options)
 
 
 # -------------------------------------------------------------------------------------- generate

@@ -110,17 +110,17 @@ def test_coefficient_sampler_seeded_and_resolution_independent(one_thread):
 
 
 def test_darcy_generator_pairs_and_subsampling(one_thread):
-    from neuropde.data.generators import GENERATORS, sample_seed
+    from neuropde.data.generators import darcy, sample_seed
 
     cfg = {"name": "darcy_t", "equation": "darcy", "resolution": 9, "seed": 0,
            "samples": {"train": 2, "val": 1, "test": 1},
            "generator": {"solve_resolution": 33, "alpha": 2.0, "tau": 3.0, "a_high": 12.0, "a_low": 3.0,
                          "f": 1.0, "shard_size": 2}}
-    fields, times = GENERATORS["darcy"](cfg, "train")(0, 2)
+    fields, times = darcy(cfg, "train")(0, 2)
     assert fields.shape == (2, 2, 9, 9) and fields.dtype == np.float32
     np.testing.assert_array_equal(times, [0.0, 1.0])
     a = darcy_coefficient(33, sample_seed(0, "train", 1))
     np.testing.assert_array_equal(fields[1, 0], a[::4, ::4].astype(np.float32))
     np.testing.assert_allclose(fields[1, 1], solve_darcy(a)[::4, ::4], rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="valid resolutions"):
-        GENERATORS["darcy"]({**cfg, "resolution": 10}, "train")
+        darcy({**cfg, "resolution": 10}, "train")

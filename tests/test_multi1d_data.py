@@ -29,7 +29,8 @@ FAMILY_LIST = ["heat", "fisher_kpp", "burgers"]  # fisher_kpp has two coefficien
 def make_config(**generator):
     cfg = {"name": "multi1d_test", "equation": "multi1d", "resolution": 32, "seed": 3,
            "samples": {"train": 6 * K, "val": 3 * K, "test": 3 * K},
-           "generator": {"families": list(FAMILY_LIST), "ics_per_operator": K, "spread": 0.1, "n_frames": 5,
+           "generator": {"_target_": "neuropde.data.multi1d.multi1d", "families": list(FAMILY_LIST),
+                         "ics_per_operator": K, "spread": 0.1, "n_frames": 5,
                          "shard_size": 2 * K},
            "loader": {"batch_size": 5, "n_context": 2, "num_workers": 0}}
     cfg["generator"].update(generator)
@@ -37,15 +38,7 @@ def make_config(**generator):
 
 
 @pytest.fixture(scope="module")
-def registered():
-    """ensure_generated finds generators by ``data.equation``; register ours for these tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(generators.GENERATORS, "multi1d", multi1d)
-        yield
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory, registered):
+def root(tmp_path_factory):
     root = tmp_path_factory.mktemp("multi1d")
     generators.ensure_generated(make_config(), root, progress=False)
     return root
@@ -225,7 +218,7 @@ def test_few_shot_selects_one_operator_and_evaluates_on_its_other_samples(root, 
         module(root, families=["burgers"], n_shots=2, shot_operator=2).dataset("train")
 
 
-def test_few_shot_evaluates_on_the_same_operator_in_the_evaluation_split(tmp_path, registered):
+def test_few_shot_evaluates_on_the_same_operator_in_the_evaluation_split(tmp_path):
     """With spread 0 every operator of a family is the nominal one, so val/test hold it too."""
     cfg = make_config(spread=0.0, families=["heat", "advection"])
     cfg.update(families=["advection"], n_shots=3)

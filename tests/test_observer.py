@@ -284,5 +284,5 @@ def test_assimilation_file_errors_name_the_layout(trained_observer, tmp_path):
 
 def test_assimilate_needs_an_observer_checkpoint(trained_fno, tmp_path):
     run, _ = trained_fno
-    with pytest.raises(UserError, match="model=observer"):
+    with pytest.raises(UserError, match="model=fno does not assimilate"):
         predict(compose("predict", [f"ckpt={run}", "assimilate.enabled=true", f"run_dir={tmp_path}"]))

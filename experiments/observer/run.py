@@ -31,12 +31,12 @@ from pathlib import Path
 import torch
 
 from neuropde import checkpoint
-from neuropde.assimilation import run_observer
+from neuropde.tasks.observer import run_observer
 from neuropde.data.measurement import MeasurementModel
 from neuropde.data.store import atomic_write_json
 from neuropde.losses import rel_l2_per_frame
 from neuropde.run import compose_config, build_datamodule, build_task, predict_config, train
-from neuropde.tasks.assimilation import without_horizon
+from neuropde.tasks.observer import without_horizon
 
 HERE = Path(__file__).resolve().parent
 DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"]}

@@ -53,8 +53,8 @@ class CollocationDataModule(L.LightningDataModule):
     effective batch of ``optimizer.batch_scaling`` counts points.
     """
 
-    def __init__(self, data_cfg: dict, seed: int = 0):
-        super().__init__()
+    def __init__(self, data_cfg: dict, root=None, progress: bool = True, seed: int = 0):
+        super().__init__()  # root, progress: the data module signature; nothing is stored on disk
         self.cfg, self.seed = data_cfg, int(seed)
         self.stats = None
         self.problem = problem_from_data(data_cfg)

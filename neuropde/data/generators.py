@@ -1,7 +1,8 @@
 """Data generators built on the solvers in :mod:`neuropde.pde`.
 
-A generator is chosen by ``data.equation``; it turns the data config into the store config (what
-the manifest hashes) and into a ``make_shard(start, stop)`` function for :class:`DataStore`.
+A data config names its generator by ``data.generator._target_`` (a function ``(data_cfg, split) ->
+make_shard(start, stop)`` for :class:`DataStore`, here or in a user's own module); the rest of
+``data.generator`` and ``data.equation`` make the store config that the manifest hashes.
 Every sample is seeded by ``(seed, split, index)`` alone, so the same sample is the same physical
 solution whatever the shard size, the device, or the stored resolution.
 """
@@ -36,7 +37,8 @@ def pick_device(name: str) -> torch.device:
 
 def store_config(data_cfg: dict) -> dict:
     """The part of the data config that defines the files (hashed into the manifest)."""
-    gen = {k: v for k, v in data_cfg["generator"].items() if k not in ("device", "shard_size", "progress")}
+    # where and how fast a set is made does not change it; nor does the function's import path
+    gen = {k: v for k, v in data_cfg["generator"].items() if k not in ("device", "shard_size", "progress", "_target_")}
     if data_cfg["equation"] == "multi1d":  # stored family numbers index the registry: a new family regenerates
         from neuropde.pde.multi1d import FAMILIES
 
@@ -73,11 +75,27 @@ def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: 
             if store.is_complete(split):
                 continue
             log.info("generating %s/%s into %s", data_cfg["name"], split, store.dir)
-            make_shard = GENERATORS[data_cfg["equation"]](data_cfg, split)
+            make_shard = generator_of(data_cfg)(data_cfg, split)
             store.write_split(split, int(data_cfg["samples"][split]),
                               int(data_cfg["generator"].get("shard_size", 32)), make_shard,
                               attrs=store.config, progress=progress)
     return store
+
+
+def generator_of(data_cfg: dict) -> Callable:
+    """The function named by ``data.generator._target_``; one clear line when it is absent or wrong."""
+    from hydra.utils import get_method
+
+    target = (data_cfg.get("generator") or {}).get("_target_")
+    if not target:
+        raise UserError(f"data {data_cfg.get('name')} has no generator._target_, so its files cannot be made: "
+                        "name a generator function (e.g. data.generator._target_=neuropde.data.generators.navier_stokes), "
+                        "or give the data set's files")
+    try:
+        return get_method(target)
+    except Exception as err:  # ImportError, AttributeError, or Hydra's wrapping of them
+        raise UserError(f"data.generator._target_={target} cannot be imported ({err.__class__.__name__}); the "
+                        "generators shipped are the functions of neuropde.data.generators") from None
 
 
 def _downsample(fields: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -373,14 +391,6 @@ def burgers(data_cfg: dict, split: str) -> Callable:
     return make_shard
 
 
-def multi1d(data_cfg: dict, split: str) -> Callable:
-    """Multi-operator 1-D trajectories (LeMON): :func:`neuropde.data.multi1d.multi1d` (imported
-    here lazily: that module builds on this one)."""
-    from neuropde.data.multi1d import multi1d as generator
-
-    return generator(data_cfg, split)
-
-
 def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     """Unit right-hand sides b = Σ c_k v_k from Ritz vectors v_k of a pressure-Poisson matrix
     (DCDM's training data, :mod:`neuropde.pde.ritz`), stored on the grid as one frame per sample:
@@ -407,8 +417,3 @@ def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.nd
 
     return make_shard
 
-
-GENERATORS = {"rve": rve, "navier_stokes": navier_stokes, "navier_stokes_forcing": navier_stokes_forcing, "darcy": darcy,
-              "kuramoto_sivashinsky": kuramoto_sivashinsky, "korteweg_de_vries": korteweg_de_vries,
-              "poisson_ritz": poisson_ritz, "burgers": burgers,
-              "multi1d": multi1d}

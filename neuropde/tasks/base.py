@@ -37,6 +37,44 @@ class BaseTask(L.LightningModule):
         self.register_buffer("out_std", torch.tensor(max(float(stats.get("out_std", stats["std"])), 1e-12)))
         self.meta: dict = {}  # resolved config, choices, version: filled by neuropde.run
 
+    @classmethod
+    def make_datamodule(cls, cfg, root, progress: bool = True):
+        """The data module this task trains and predicts on, from the whole config (``cfg.data``,
+        ``cfg.seed``; a task may read its own ``cfg.model``): by default the class that the data
+        config names in ``data._target_``, built as ``(data_cfg, root, progress=, seed=)``. A task
+        that needs its data served another way overrides this."""
+        from hydra.utils import get_class
+        from omegaconf import OmegaConf
+
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        target = data.get("_target_")
+        if not target:
+            raise UserError(f"data {data.get('name')} names no data module: set data._target_ (e.g. "
+                            "neuropde.data.datamodule.TrajectoryDataModule, as conf/data/ns2d.yaml does)")
+        try:
+            module_class = get_class(target)
+        except Exception as err:
+            raise UserError(f"data._target_={target} cannot be imported ({err.__class__.__name__}); the data "
+                            "modules shipped are in neuropde/data/ (see conf/data/*.yaml)") from None
+        return module_class(data, root, progress=progress, seed=int(cfg.get("seed", 0)))
+
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """``predict.py``: predict ``split`` of ``datamodule``, write ``predictions.h5``,
+        ``metrics.json`` and plots into ``out``, return the metrics.
+
+        ``options`` are the predict config's settings as a dict (``ckpt``, ``n_plots``, ``refine``,
+        ``assimilate``, …); the training config is ``self.meta["config"]``. This base version
+        predicts trajectory windows (:func:`neuropde.tasks.prediction.predict_windows`); a task that
+        predicts its own way overrides it.
+        """
+        from neuropde.tasks.prediction import predict_windows
+
+        if (options.get("assimilate") or {}).get("enabled"):
+            family = self.meta.get("config", {}).get("model", {}).get("family", type(self).__name__)
+            raise UserError(f"assimilate=true: model={family} does not assimilate measurements (its task "
+                            f"{type(self).__name__} has no assimilation); leave assimilate out")
+        return predict_windows(self, datamodule, split, out, options)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.norm_mean) / self.norm_std
 

@@ -95,6 +95,10 @@ class DCDMTask(BaseTask):
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
 
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """DCDM against CG on Poisson systems, ``solve.*`` options (:func:`predict_dcdm`); the split is not used."""
+        return predict_dcdm(self, datamodule, split, out, options)
+
 
 def solve_comparison(task: DCDMTask, system, n_systems: int = 4, tol: float = 1e-4, maxiter: int = 1000,
                      seed: int = 0) -> dict:
@@ -123,23 +127,23 @@ def solve_comparison(task: DCDMTask, system, n_systems: int = 4, tol: float = 1e
     return out
 
 
-def predict_dcdm(cfg, pcfg, task: DCDMTask, out) -> dict:
+def predict_dcdm(task: DCDMTask, dm, split: str, out, options: dict) -> dict:
     """``predict.py`` for DCDM checkpoints: DCDM against CG on Poisson systems (``solve.*`` options)."""
     from neuropde.callbacks.plots import plot_error_curves
-    from neuropde.data.store import atomic_write_json
+    from neuropde.tasks.prediction import write_outputs
 
-    opts = dict(cfg.get("solve") or {})
-    g = pcfg.data.generator
-    domain = opts.get("domain") or str(g.domain)
-    N = int(opts.get("resolution") or pcfg.data.resolution)
-    system = assemble(make_domain(domain, N, int(g.dim), int(opts.get("domain_seed", 1)), int(g.n_obstacles)))
+    opts = dict(options.get("solve") or {})
+    g = dm.cfg["generator"]
+    domain = opts.get("domain") or str(g["domain"])
+    N = int(opts.get("resolution") or dm.cfg["resolution"])
+    system = assemble(make_domain(domain, N, int(g["dim"]), int(opts.get("domain_seed", 1)), int(g["n_obstacles"])))
     task.net.float()
     r = solve_comparison(task, system, int(opts.get("systems", 4)), float(opts.get("tol", 1e-4)),
                          int(opts.get("maxiter", 1000)), seed=int(opts.get("seed", 0)))
     metrics = {"domain": domain, "resolution": N, "unknowns": system.n, "tol": float(opts.get("tol", 1e-4)),
                "dcdm_iterations_mean": float(np.mean(r["dcdm_iterations"])),
                "cg_iterations_mean": float(np.mean(r["cg_iterations"])), **r}
-    atomic_write_json(out / "metrics.json", metrics)
+    write_outputs(out, metrics)
     plot_error_curves({"DCDM": r["dcdm_residuals"][0], "CG": r["cg_residuals"][0]}, out / "plots" / "residuals.png",
-                      title=f"{domain} {N}^{int(g.dim)}: relative residual, first system", ylabel="‖b − Ax‖ / ‖b‖")
+                      title=f"{domain} {N}^{int(g['dim'])}: relative residual, first system", ylabel="‖b − Ax‖ / ‖b‖")
     return metrics

@@ -226,6 +226,10 @@ class EquiNOTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """σ_N, σ̄ and C̄ on the split's macro strains against FE (:func:`predict_equino`)."""
+        return predict_equino(self, datamodule, split, out, options)
+
 
 def check_mesh(net: EquiNO, solver) -> None:
     """The bases live on one mesh: refuse data whose mesh (nodes, phases) is another."""
@@ -237,15 +241,12 @@ def check_mesh(net: EquiNO, solver) -> None:
                         "resolution or element differ): use the data set it was trained on, or train anew")
 
 
-def predict_equino(cfg, pcfg, task: EquiNOTask, dm, out, split: str) -> dict:
+def predict_equino(task: EquiNOTask, dm, split: str, out, options: dict) -> dict:
     """``predict.py`` for EquiNO checkpoints: σ_N, σ̄ and C̄ on a split's macro strains against FE."""
-    import os
     import time
 
-    import h5py
-
     from neuropde.callbacks.plots import plot_fields
-    from neuropde.data.store import atomic_write_json
+    from neuropde.tasks.prediction import write_outputs
 
     check_mesh(task.net, dm.solver)
     snaps = {k: torch.as_tensor(v) for k, v in dm.snapshots(split).items()}
@@ -260,22 +261,16 @@ def predict_equino(cfg, pcfg, task: EquiNOTask, dm, out, split: str) -> dict:
     ev = {k: torch.cat(v) for k, v in task._eval.items() if k != "example"}
     task._eval = {}
     metrics = {f"{split}/rel_l2": float(ev.pop("stress").median()), "split": split, "samples": len(E),
-               "ckpt": str(cfg.ckpt), "seconds_per_macro_point": seconds / len(E)}
+               "ckpt": options.get("ckpt"), "seconds_per_macro_point": seconds / len(E)}
     metrics.update({f"{split}/median_{k}" if k.startswith("rel_err") else f"{split}/median_rel_err_{k}":
                     float(v.median()) for k, v in ev.items()})
     metrics["per_sample"] = {k: v.tolist() for k, v in ev.items()}
-    tmp = out / "predictions.h5.tmp"
-    with h5py.File(tmp, "w") as f:
-        for name, value in (("E_bar", E.cpu()), ("sigma", sig_n), ("sigma_fe", snaps["sigma"]),
-                            ("sigma_bar", sig_bar.cpu()), ("sigma_bar_fe", snaps["sigma_bar"]),
-                            ("C_bar", C_bar.cpu()), ("C_bar_fe", snaps["C_bar"])):
-            f.create_dataset(name, data=value.numpy())
-        f.attrs.update({"split": split, "geometry": str(pcfg.data.generator.geometry),
-                        "resolution": int(pcfg.data.resolution)})
-    os.replace(tmp, out / "predictions.h5")
-    atomic_write_json(out / "metrics.json", metrics)
+    arrays = {"E_bar": E.cpu(), "sigma": sig_n, "sigma_fe": snaps["sigma"], "sigma_bar": sig_bar.cpu(),
+              "sigma_bar_fe": snaps["sigma_bar"], "C_bar": C_bar.cpu(), "C_bar_fe": snaps["C_bar"]}
+    write_outputs(out, metrics, arrays, {"split": split, "geometry": str(dm.cfg["generator"]["geometry"]),
+                                         "resolution": int(dm.cfg["resolution"])})
     truth, pred = (ip_image(f, len(task.net.nodes)) for f in (snaps["sigma"], sig_n))
-    for i in range(min(int(cfg.get("n_plots", 2)), len(E))):
+    for i in range(min(int(options.get("n_plots", 2)), len(E))):
         plot_fields(truth[i].numpy(), pred[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
                     title=f"{split} sample {i}: σxx, σyy, σxy (frames 1-3) at Ē = "
                           f"{np.array2string(E[i].cpu().numpy(), precision=4)}")

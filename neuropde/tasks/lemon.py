@@ -83,6 +83,17 @@ class LeMONTask(BaseTask):
         SGD steps (reference: 20) and lr (None: the inner lr, learned or not). 0: zero-shot only.
     """
 
+    @classmethod
+    def make_datamodule(cls, cfg, root, progress: bool = True):
+        """The data config's module; in ``stage=meta`` its batches are tasks of one operator each
+        (``model.meta_tasks``)."""
+        dm = super().make_datamodule(cfg, root, progress=progress)
+        if cfg.model.task.get("stage") == "meta" and cfg.model.get("meta_tasks"):
+            from omegaconf import OmegaConf
+
+            dm.cfg["loader"]["tasks"] = OmegaConf.to_container(cfg.model.meta_tasks, resolve=True)
+        return dm
+
     def __init__(self, net: nn.Module, optimizer: dict, scheduler: dict | None = None, stats: dict | None = None,
                  stage: str = "pretrain", loss: str = "rel_l2", inner_steps: int = 5, inner_lr: float = 0.005,
                  learn_inner_lr: bool = False, inner_lr_max: float = 0.05, inner_grad_clip: float | None = 1.0,
@@ -423,6 +434,10 @@ class LeMONTask(BaseTask):
         ctx_u0, ctx_target = self._context(batch)
         return self(batch["u0"], ctx_u0, ctx_target)
 
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """Every sample from its initial field and same-operator examples (:func:`predict_lemon`)."""
+        return predict_lemon(self, datamodule, split, out, options)
+
 
 def adapt(task: LeMONTask, support: dict, steps: int | None = None, lr: float | None = None) -> dict[str, Tensor]:
     """Few-shot adaptation of a (meta-)trained task's net to one operator; see :meth:`LeMONTask.adapt`.
@@ -440,18 +455,15 @@ def _math_attention():
     return sdpa_kernel([SDPBackend.MATH])
 
 
-def predict_lemon(cfg, pcfg, task: LeMONTask, dm, out, split: str) -> dict:
+def predict_lemon(task: LeMONTask, dm, split: str, out, options: dict) -> dict:
     """``predict.py`` for LeMON checkpoints: every served sample of ``split`` predicted from its
     initial field and its same-operator examples; errors per sample, per family and per frame,
     ``predictions.h5`` and space-time plots."""
-    import os
-
-    import h5py
     from tqdm.auto import tqdm
 
     from neuropde.callbacks.plots import plot_error_curves, plot_spacetime
     from neuropde.data.multi1d import FAMILY_NAMES
-    from neuropde.data.store import atomic_write_json
+    from neuropde.tasks.prediction import write_outputs
 
     preds, truths, families = [], [], []
     with torch.no_grad():
@@ -465,17 +477,11 @@ def predict_lemon(cfg, pcfg, task: LeMONTask, dm, out, split: str) -> dict:
     per_frame = rel_l2_per_frame(pred, truth[:, 1:])
     by_family = {FAMILY_NAMES[int(f)]: float(per_sample[family == f].mean()) for f in family.unique()}
     metrics = {f"{split}/rel_l2": float(per_sample.mean()), f"{split}/rel_l2_by_family": by_family,
-               f"{split}/rel_l2_per_frame": per_frame.tolist(), "split": split, "ckpt": str(cfg.ckpt),
+               f"{split}/rel_l2_per_frame": per_frame.tolist(), "split": split, "ckpt": options.get("ckpt"),
                "samples": len(pred)}
-    tmp = out / "predictions.h5.tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("predictions", data=pred.numpy())
-        f.create_dataset("targets", data=truth[:, 1:].numpy())
-        f.create_dataset("family", data=family.numpy())
-        f.attrs["families"] = ",".join(FAMILY_NAMES)
-    os.replace(tmp, out / "predictions.h5")
-    atomic_write_json(out / "metrics.json", metrics)
-    for f in family.unique()[:int(cfg.get("n_plots", 2))]:  # one sample of each family
+    write_outputs(out, metrics, {"predictions": pred, "targets": truth[:, 1:], "family": family},
+                  {"families": ",".join(FAMILY_NAMES)})
+    for f in family.unique()[:int(options.get("n_plots", 2))]:  # one sample of each family
         i = int((family == f).nonzero()[0])
         plot_spacetime({"truth": truth[i].numpy(), "LeMON": torch.cat([truth[i, :1], pred[i]]).numpy()},
                        out / "plots" / f"{split}_{FAMILY_NAMES[int(f)]}.png",

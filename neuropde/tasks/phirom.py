@@ -101,6 +101,17 @@ class PhiROMTask(BaseTask):
     Ψ(α, ν) (the reference's "hyper_concat") and a solver that steps each snapshot with its own ν.
     """
 
+    @classmethod
+    def make_datamodule(cls, cfg, root, progress: bool = True):
+        """Indexed snapshots for training (one latent per trajectory and frame), whole trajectories
+        for evaluation."""
+        from omegaconf import OmegaConf
+
+        from neuropde.data.snapshots import SnapshotDataModule
+
+        return SnapshotDataModule(OmegaConf.to_container(cfg.data, resolve=True), root,
+                                  int(cfg.model.task.train_frames), progress=progress, seed=int(cfg.get("seed", 0)))
+
     def __init__(self, net: nn.Module, optimizer: dict, scheduler: dict | None = None, stats: dict | None = None,
                  data: dict | None = None, train_frames: int = 40, lam: float = 0.5, gamma: float = 0.1,
                  evolve_start: int = 10, dynamics_target: str = "solver", dyn_width: int = 64, dyn_depth: int = 4,
@@ -128,7 +139,8 @@ class PhiROMTask(BaseTask):
         parametric = data["generator"].get("nu_range") is not None
         if parametric and params.shape[1] == 0:
             raise UserError(f"data {data['name']} is parametric (generator.nu_range) but no per-trajectory "
-                            f"parameters reached the task: train it with model.datamodule=snapshots")
+                            f"parameters reached the task: build its data module with neuropde.run.build_datamodule "
+                            "(PhiROMTask.make_datamodule serves them)")
         self.register_buffer("train_params", params)  # (N_traj, p), p = 0 without parameters
         self.dynamics = LatentDynamics(k, dyn_width, dyn_depth, param_dim=params.shape[1])
         if params.shape[1]:
@@ -319,26 +331,27 @@ class PhiROMTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """Fit, roll out and decode every trajectory of the split (:func:`predict_phirom`)."""
+        return predict_phirom(self, datamodule, split, out, options)
 
-def predict_phirom(cfg, pcfg, task: PhiROMTask, dm, out, split: str) -> dict:
+
+def predict_phirom(task: PhiROMTask, dm, split: str, out, options: dict) -> dict:
     """``predict.py`` for Φ-ROM checkpoints: fit, roll out and decode every trajectory of a split.
 
     Writes ``predictions.h5`` (predictions and targets (N, T, n) or (N, T, n, n)), ``metrics.json``
     and plots: space-time images of 1-D trajectories, a few frames (the first, the last inside the
     training horizon, the first beyond it, the last) of 2-D ones."""
-    import os
-
-    import h5py
     from tqdm.auto import tqdm
 
     from neuropde.callbacks.plots import plot_error_curves, plot_fields, plot_spacetime
-    from neuropde.data.store import atomic_write_json
+    from neuropde.tasks.prediction import write_outputs
 
     n = task.shape[0]
-    if int(pcfg.data.resolution) != n:
+    if int(dm.cfg["resolution"]) != n:
         raise UserError(f"this Φ-ROM was trained on {n} points{' per side' if len(task.shape) > 1 else ''}; "
                         f"predict with data.resolution={n}")
-    for key, value in (cfg.get("inversion") or {}).items():  # predict.py inversion.fit_fraction=0.05, …
+    for key, value in (options.get("inversion") or {}).items():  # predict.py inversion.fit_fraction=0.05, …
         if value is not None:
             setattr(task, key, type(getattr(task, key))(value))
     preds, truths = [], []
@@ -349,23 +362,18 @@ def predict_phirom(cfg, pcfg, task: PhiROMTask, dm, out, split: str) -> dict:
     per_frame = torch.cat(task._eval["per_frame"]).mean(0)
     interp = torch.cat(task._eval["interp"])
     metrics = {f"{split}/rel_l2": float(interp.mean()), "rel_l2_per_trajectory": interp.tolist(),
-               f"{split}/rel_l2_per_frame": per_frame.tolist(), "split": split, "ckpt": str(cfg.ckpt),
+               f"{split}/rel_l2_per_frame": per_frame.tolist(), "split": split, "ckpt": options.get("ckpt"),
                "train_frames": task.train_frames, "fit_fraction": task.fit_fraction}
     if "extrap" in task._eval:
         extrap = torch.cat(task._eval["extrap"])
         metrics.update({f"{split}/rel_l2_extrap": float(extrap.mean()), "rel_l2_extrap_per_trajectory": extrap.tolist()})
     task._eval = {}
     pred, truth = torch.cat(preds), torch.cat(truths)
-    tmp = out / "predictions.h5.tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("predictions", data=pred.numpy())
-        f.create_dataset("targets", data=truth.numpy())
-        f.attrs.update({"split": split, "train_frames": task.train_frames})
-    os.replace(tmp, out / "predictions.h5")
-    atomic_write_json(out / "metrics.json", metrics)
+    write_outputs(out, metrics, {"predictions": pred, "targets": truth},
+                  {"split": split, "train_frames": task.train_frames})
     T = pred.shape[1]
     frames = sorted({0, min(task.train_frames, T) - 1, min(task.train_frames, T - 1), T - 1})
-    for i in range(min(int(cfg.get("n_plots", 2)), len(pred))):
+    for i in range(min(int(options.get("n_plots", 2)), len(pred))):
         file = out / "plots" / f"{split}_{i:03d}.png"
         title = f"{split} trajectory {i}: training horizon ends at frame {task.train_frames}"
         if pred.dim() == 4:  # (N, T, n, n): frames inside and beyond the horizon

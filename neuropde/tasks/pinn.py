@@ -138,16 +138,17 @@ class SDGDTask(BaseTask):
         pred = self.net(x.to(self.device, self.net.lift.weight.dtype)).float().cpu().reshape(1, 1, n, n)
         return exact, pred
 
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """u_θ against u* on the split's seeded points (:func:`predict_pinn`)."""
+        return predict_pinn(self, datamodule, split, out, options)
 
-def predict_pinn(cfg, pcfg, task: SDGDTask, dm, out, split: str) -> dict:
+
+def predict_pinn(task: SDGDTask, dm, split: str, out, options: dict) -> dict:
     """``predict.py`` for PINN checkpoints: u_θ and u* on a split's seeded points, errors, residual."""
-    import h5py
-    import os
-
     from tqdm.auto import tqdm
 
     from neuropde.callbacks.plots import plot_fields
-    from neuropde.data.store import atomic_write_json
+    from neuropde.tasks.prediction import write_outputs
 
     if dm.problem.dim != task.problem.dim:
         raise UserError(f"the checkpoint's network takes {task.problem.dim}-dimensional points and the data has "
@@ -167,18 +168,12 @@ def predict_pinn(cfg, pcfg, task: SDGDTask, dm, out, split: str) -> dict:
                f"{split}/rel_l1": float(s["err1"] / s["ref1"]),
                "dim": task.problem.dim, "operator": task.problem.operator, "solution": task.problem.solution,
                "sampler": task.sampler, "split": split, "points": int(pred.numel()),
-               "ckpt": str(cfg.ckpt)}
+               "ckpt": options.get("ckpt")}
     if "res2" in s:
         metrics[f"{split}/residual_rms"] = float((s["res2"] / s["nres"]).sqrt())
-    tmp = out / "predictions.h5.tmp"
-    with h5py.File(tmp, "w") as f:   # points are not stored: data.seed and the sampler regenerate them
-        f.create_dataset("predictions", data=pred.numpy())
-        f.create_dataset("targets", data=exact.numpy())
-        f.create_dataset("radius", data=radius.numpy())
-        f.attrs.update({"split": split, "dim": task.problem.dim, "data_seed": int(pcfg.data.seed),
-                        "sampler": task.sampler})
-    os.replace(tmp, out / "predictions.h5")
-    atomic_write_json(out / "metrics.json", metrics)
+    # points are not stored: data.seed and the sampler regenerate them
+    write_outputs(out, metrics, {"predictions": pred, "targets": exact, "radius": radius},
+                  {"split": split, "dim": task.problem.dim, "data_seed": int(dm.cfg["seed"]), "sampler": task.sampler})
     truth, shown = task.chart_example()
     plot_fields(truth[0].numpy(), shown[0].numpy(), out / "plots" / f"{split}_sphere_patch.png",
                 title=f"d = {task.problem.dim}: a patch of the sphere of radius {task.median_radius():.3f}")

@@ -13,12 +13,18 @@ over horizon frames), ``rel_l2_final`` (last frame) and ``rel_l2_openloop``(``_f
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from neuropde.data.measurement import MeasurementModel, noisy, random_points
 from neuropde.errors import UserError
-from neuropde.losses import rel_l2, rel_l2_per_frame, rel_sobolev
+from neuropde.losses import rel_l2, rel_l2_frames, rel_l2_per_frame, rel_sobolev
 from neuropde.tasks.base import BaseTask
+
+log = logging.getLogger(__name__)
 
 
 def without_horizon(mask: torch.Tensor, warmup: int) -> torch.Tensor:
@@ -28,7 +34,7 @@ def without_horizon(mask: torch.Tensor, warmup: int) -> torch.Tensor:
     return mask
 
 
-class AssimilationTask(BaseTask):
+class ObserverTask(BaseTask):
     """Train a :class:`~neuropde.models.observer.RecursiveObserver` on clean trajectory windows.
 
     Parameters
@@ -96,19 +102,19 @@ class AssimilationTask(BaseTask):
         if self.current_epoch < self.pretrain_epochs:
             # stage 1: the predictor alone, one step from every clean frame (teacher forcing)
             prev, nxt = z[:, :-1].reshape(-1, 1, *z.shape[2:]), traj[:, 1:].reshape(-1, 1, *z.shape[2:])
-            loss = _rel(self.denormalize(self.net.predict(prev)), nxt, self.squared)
+            loss = rel_l2_frames(self.denormalize(self.net.predict(prev)), nxt, self.squared).mean()
         else:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
             meas, mask = self._training_measurements(z, g)
             out = self.net.rollout(meas, mask, tbptt=self.tbptt)
             states = self.denormalize(out["states"])
-            loss = _rel(states, traj, self.squared)
+            loss = rel_l2_frames(states, traj, self.squared).mean()
             if self.measurement_weight:
                 meas_phys = self.denormalize(meas) * mask
                 recon = self.denormalize(self.net.observation(out["states"].flatten(0, 1)[:, None])
                                          ).reshape(states.shape) * mask
                 measured = mask.flatten(2).amax(2) > 0
-                err = _rel_frames(recon, meas_phys, self.squared)
+                err = rel_l2_frames(recon, meas_phys, self.squared)
                 loss = loss + self.measurement_weight * err[measured].mean()
         self.check_finite(loss)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
@@ -147,14 +153,111 @@ class AssimilationTask(BaseTask):
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "test")
 
+    def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
+        """Open-loop forecasts of the split's windows (the base prediction), or with
+        ``assimilate=true`` assimilation over whole trajectories (:func:`predict_assimilation`)."""
+        if (options.get("assimilate") or {}).get("enabled"):
+            return predict_assimilation(self, datamodule, split, Path(out), options)
+        return super().predict_split(datamodule, split, out, options)
 
-def _rel_frames(pred: torch.Tensor, true: torch.Tensor, squared: bool) -> torch.Tensor:
-    """‖pred_k − true_k‖ / ‖true_k‖ (squared on request) per sample and frame: (B, T, *space) -> (B, T)."""
-    num = (pred - true).flatten(2).square().sum(2)
-    ratio = num / true.flatten(2).square().sum(2).clamp(min=1e-12)
-    return ratio if squared else ratio.clamp(min=1e-12).sqrt()
+
+# ---------------------------------------------------------------- predict.py assimilate=true
+# ``python predict.py ckpt=... assimilate=true``: a trained observer over whole trajectories.
+#
+# Measurements come from the split's clean trajectories through the data's measurement model
+# (``data.measurement``, seeded), or from a user's HDF5 file (``assimilate.file=...``) laid out as
+#
+#     y      float (N, T, *space)   measurements; NaN where a point is not observed at that step
+#     truth  float (N, T, *space)   optional: the true states, for error curves
+#
+# with the checkpoint's spatial grid. The first ``warmup`` frames (the model's training warm-up)
+# should carry measurements. Outputs in the run dir: ``assimilation.h5`` (assimilated and
+# open-loop states, the measurements and their mask), ``metrics.json`` (relative L2 per step of
+# both, their final and mean values) and plots (space-time images for 1-D fields, frames for 2-D,
+# and the error against time).
 
 
-def _rel(pred: torch.Tensor, true: torch.Tensor, squared: bool) -> torch.Tensor:
-    """Mean over samples and frames of :func:`_rel_frames`."""
-    return _rel_frames(pred, true, squared).mean()
+@torch.no_grad()
+def run_observer(task, y: torch.Tensor, mask: torch.Tensor, batch_size: int = 16, device=None) -> torch.Tensor:
+    """The observer's state estimates (physical) from physical measurements: (N, T, *space)."""
+    device = device or next(task.parameters()).device
+    out = []
+    for i in range(0, y.shape[0], batch_size):
+        yb, mb = y[i:i + batch_size].to(device), mask[i:i + batch_size].to(device)
+        states = task.net.rollout(task.normalize(yb) * mb, mb)["states"]
+        out.append(task.denormalize(states).cpu())
+    return torch.cat(out)
+
+
+def read_measurements(path: str | Path, space: tuple[int, ...], warmup: int):
+    """y, mask, truth (or None) from a user's HDF5 file (layout in the module docstring)."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"assimilate.file={path} does not exist")
+    with h5py.File(path, "r") as f:
+        if "y" not in f:
+            raise UserError(f"{path} has no dataset 'y' (measurements (N, T, *space), NaN where unobserved); "
+                            f"it holds: {', '.join(f.keys()) or 'nothing'}")
+        y = torch.as_tensor(np.asarray(f["y"], dtype=np.float32))
+        truth = torch.as_tensor(np.asarray(f["truth"], dtype=np.float32)) if "truth" in f else None
+    if y.dim() != 2 + len(space) or tuple(y.shape[2:]) != tuple(space):
+        raise UserError(f"{path}: y has shape {tuple(y.shape)}; this model needs (N, T, {', '.join(map(str, space))}) "
+                        "(N trajectories, T steps, the training grid)")
+    if y.shape[1] <= warmup:
+        raise UserError(f"{path}: y has {y.shape[1]} steps; the model needs more than its {warmup} warm-up steps")
+    if truth is not None and truth.shape != y.shape:
+        raise UserError(f"{path}: truth has shape {tuple(truth.shape)}, y has {tuple(y.shape)}; they must match")
+    mask = torch.isfinite(y).float()
+    return torch.nan_to_num(y) * mask, mask, truth
+
+
+def predict_assimilation(task: ObserverTask, dm, split: str, out: Path, options: dict) -> dict:
+    """The ``assimilate=true`` prediction of :meth:`ObserverTask.predict_split`."""
+    from neuropde.callbacks.plots import plot_error_curves, plot_fields, plot_spacetime
+    from neuropde.tasks.prediction import write_outputs
+
+    opts = dict(options.get("assimilate") or {})
+    warmup = int(task.warmup)
+    model = MeasurementModel.from_config(dm.cfg.get("measurement"))
+    if opts.get("file"):
+        truth_split = dm.load(split)
+        y, mask, truth = read_measurements(opts["file"], tuple(truth_split.shape[2:]), warmup)
+        source = str(opts["file"])
+    else:
+        truth = dm.load(split)
+        if opts.get("steps"):
+            truth = truth[:, :warmup + int(opts["steps"])]
+        seed, scale = int(opts.get("seed", 0)), float(task.norm_std)
+        y, mask = model.measure(truth, warmup, torch.Generator().manual_seed(seed), scale)
+        source = f"data.measurement of {dm.cfg['name']}/{split}: {model}"
+    batch = int(dm.cfg["loader"]["batch_size"])
+    assimilated = run_observer(task, y, mask, batch)
+    open_loop = run_observer(task, y, without_horizon(mask, warmup), batch)  # same warm-up information
+    metrics = {"split": split, "warmup": warmup, "steps": int(y.shape[1] - warmup), "measurements": source,
+               "trajectories": int(y.shape[0])}
+    if truth is not None:
+        err_a = rel_l2_per_frame(assimilated[:, warmup:], truth[:, warmup:])
+        err_o = rel_l2_per_frame(open_loop[:, warmup:], truth[:, warmup:])
+        metrics.update({"rel_l2_per_step": err_a.tolist(), "rel_l2_openloop_per_step": err_o.tolist(),
+                        "rel_l2": float(err_a.mean()), "rel_l2_final": float(err_a[-1]),
+                        "rel_l2_openloop": float(err_o.mean()), "rel_l2_openloop_final": float(err_o[-1])})
+        plot_error_curves({"assimilated": err_a.numpy(), "open loop": err_o.numpy()}, out / "plots" / "error_vs_step.png",
+                          title=f"{dm.cfg['name']}: relative L2 after the {warmup}-step warm-up")
+    arrays = {"assimilated": assimilated, "open_loop": open_loop, "y": y, "mask": mask}
+    arrays.update({"truth": truth} if truth is not None else {})
+    write_outputs(out, metrics, arrays, {"warmup": warmup, "split": split}, file="assimilation.h5")
+    for i in range(min(int(options.get("n_plots", 2)), y.shape[0])):
+        fields = {"truth": truth[i].numpy()} if truth is not None else {"measurements": y[i].numpy()}
+        fields.update({"open loop": open_loop[i].numpy(), "assimilated": assimilated[i].numpy()})
+        path = out / "plots" / f"assimilation_{i:03d}.png"
+        if y.dim() == 3:
+            plot_spacetime(fields, path, title=f"{split} trajectory {i}",
+                           truth_key="truth" if truth is not None else "measurements")
+        elif truth is not None:
+            plot_fields(truth[i].numpy(), assimilated[i].numpy(), path, title=f"{split} trajectory {i}: assimilated")
+    if truth is not None:
+        log.info("assimilated rel L2 at the last step %.3g (open loop %.3g); outputs in %s",
+                 metrics["rel_l2_final"], metrics["rel_l2_openloop_final"], out)
+    return metrics
