@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from neuropde import __version__, checkpoint
-from neuropde.callbacks.plots import ValidationPlots, plot_estimate, plot_fields
+from neuropde.callbacks.build import check_packages
 from neuropde.data.generators import ensure_generated
 from neuropde.cpu_memory import keep_freed_memory
 from neuropde.data.store import SPLITS, atomic_write_json
@@ -214,17 +214,12 @@ def trainer_arguments(cfg: DictConfig) -> dict:
     return args
 
 
-def build_trainer(cfg: DictConfig, out: Path, monitor: str) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
+def build_trainer(cfg: DictConfig, out: Path) -> L.Trainer:
+    """The Lightning trainer with the logger and callbacks of the ``logger`` and ``callbacks`` groups
+    (``cfg.monitor`` reaches the checkpoint and early stopping through ``${monitor}`` in their configs)."""
+    from neuropde.callbacks.build import build_logger_and_callbacks
 
-    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="min",
-                              save_last=True, auto_insert_metric_name=False)
-    from neuropde.callbacks.timing import EpochTimer
-
-    callbacks = [ckpt_cb, ValidationPlots(out / "plots", every_n_epochs=cfg.get("plot_every_n_epochs", 1)),
-                 EpochTimer()]
-    logger = CSVLogger(out, name="logs", version="") if cfg.get("logger", "csv") == "csv" else False
+    logger, callbacks = build_logger_and_callbacks(cfg, out)
     return L.Trainer(**trainer_arguments(cfg), callbacks=callbacks, logger=logger, default_root_dir=out)
 
 
@@ -295,6 +290,7 @@ def train(cfg: DictConfig) -> dict:
     out = run_dir(cfg)
     check_compatible(cfg)
     trainer_arguments(cfg)  # a typo in trainer.* is reported now, not after data and model are built
+    check_packages(cfg)  # so is a logger or callback whose package is not installed
     resume = None
     if str(cfg.get("resume")) == "auto":
         resume, finished = auto_resume(cfg, out)
@@ -324,7 +320,7 @@ def train(cfg: DictConfig) -> dict:
     log.info("model %s: %s real parameters; run dir %s", cfg.model.family, f"{n_params:,}", out)
     compile_network(task, cfg.get("compile", False))
 
-    trainer = build_trainer(cfg, out, monitor=cfg.get("monitor", "val/rel_l2"))
+    trainer = build_trainer(cfg, out)
     trainer.fit(task, datamodule=dm, ckpt_path=resume)
     metrics = {k: v for k, v in _metrics(trainer.callback_metrics).items() if k.startswith("val/")}
     best = trainer.checkpoint_callback.best_model_path or None

@@ -1,1 +1,1 @@
-"""Lightning callbacks: field plots, progress."""
+"""Lightning callbacks: field plots, epoch timing, and the builder of the configured logger and callbacks."""

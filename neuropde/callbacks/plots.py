@@ -109,7 +109,8 @@ def plot_estimate(estimate: np.ndarray, error: np.ndarray, path: str | Path, tit
 
 
 class ValidationPlots(L.Callback):
-    """Plot the first validation sample at the end of every ``every_n_epochs``-th validation."""
+    """Plot the first validation sample at the end of every ``every_n_epochs``-th validation: a PNG
+    in ``dirpath``, also sent to the run's logger when it shows images (:func:`log_image`)."""
 
     def __init__(self, dirpath: str | Path, every_n_epochs: int = 1):
         self.dirpath, self.every = Path(dirpath), max(int(every_n_epochs), 1)
@@ -123,6 +124,20 @@ class ValidationPlots(L.Callback):
         truth, pred = example
         if truth.dim() not in (3, 4):  # (1, T, X) or (1, T, X, Y) fields only
             return
-        plot_fields(truth[0].numpy(), pred[0].float().numpy(),
-                    self.dirpath / f"val_epoch{trainer.current_epoch:03d}.png",
-                    title=f"validation, epoch {trainer.current_epoch}")
+        path = plot_fields(truth[0].numpy(), pred[0].float().numpy(),
+                           self.dirpath / f"val_epoch{trainer.current_epoch:03d}.png",
+                           title=f"validation, epoch {trainer.current_epoch}")
+        log_image(trainer, "val/plot", path)
+
+
+def log_image(trainer: L.Trainer, tag: str, path: str | Path) -> None:
+    """Send a saved PNG to each of the trainer's loggers that shows images, at the current step:
+    TensorBoard (``add_image`` of its SummaryWriter) and W&B (``log_image``); others get nothing."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            image = _pyplot().imread(path)  # (H, W, 4) RGBA floats in [0, 1]
+            logger.experiment.add_image(tag, image, trainer.global_step, dataformats="HWC")
+        elif callable(getattr(logger, "log_image", None)):  # WandbLogger
+            logger.log_image(key=tag, images=[str(path)], step=trainer.global_step)
