@@ -8,6 +8,7 @@ import torch
 from neuropde.pde import (NavierStokes2D, dealias_mask, fno_forcing, fourier_resample,
                           gaussian_random_field, inverse_laplacian, kolmogorov_forcing,
                           mcwilliams_vorticity, spectral_grad, spectral_laplacian)
+from tests.helpers import rel, seeded
 
 TWO_PI = 2 * math.pi
 
@@ -18,14 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def grid(n, L=1.0):
     x = torch.arange(n, dtype=torch.float64) * (L / n)
     return x[:, None], x[None, :]
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def fno_solver(n, nu=1e-3, **kw):
