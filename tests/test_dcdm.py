@@ -15,10 +15,8 @@ from neuropde.solvers import cg
 from neuropde.solvers.dcdm import DCDMResult, dcdm_solve
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Small convolutions and sparse products: intra-op threads only add barrier stalls."""
-    yield
+# Small convolutions and sparse products: intra-op threads only add barrier stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _definite_system():

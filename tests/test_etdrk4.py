@@ -12,24 +12,9 @@ from neuropde.pde.etdrk4 import (
     kdv_initial_condition,
     ks_initial_condition,
 )
+from tests.helpers import fitted_order, rel, seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def fitted_order(dts, errs):
-    """Least-squares slope of log(error) against log(dt)."""
-    x = torch.tensor(dts, dtype=torch.float64).log()
-    y = torch.tensor(errs, dtype=torch.float64).log()
-    x = x - x.mean()
-    return ((x * (y - y.mean())).sum() / (x * x).sum()).item()
 
 
 # --- exact solutions ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import pytest
 import torch
 from neuralop.layers.spectral_convolution import SpectralConv
 
-from neuropde.models.fno import FNO, resample
+from neuropde.models.fno import FNO
 
 
 def band_limited(n, channels=2, K=10, seed=1):
@@ -41,13 +41,6 @@ def test_wrapper_gives_consistent_results_on_odd_grids(n):
     # as consistent as even grids are (measured: 32² 6e-4, 33² 5e-5); unwrapped neuralop: 0.15
     assert (odd - fine).norm() / fine.norm() < 2e-3
     assert (raw - fine).norm() / fine.norm() > 5e-2
-
-
-def test_resample_is_exact_for_band_limited_fields():
-    f = band_limited(33, K=5).double()
-    up = resample(f, (40, 34))
-    assert torch.allclose(resample(up, (33, 33)), f, atol=1e-5)
-    assert torch.allclose(up.mean(), f.mean(), atol=1e-6)
 
 
 def test_frame_count_errors_name_the_fix():

@@ -22,9 +22,7 @@ N, T = 32, 3
 OPT = {"_target_": "neuropde.optim.factories.adamw", "lr": 1e-3, "weight_decay": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------ data

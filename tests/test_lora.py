@@ -21,9 +21,7 @@ ALL = ("linear", "conv1x1", "spectral")
 OPT = {"_target_": "neuropde.optim.factories.adamw", "lr": 1e-3, "weight_decay": 0.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fno_net(use_context: bool = True, width: int = 8, modes: int = 8, layers: int = 2, d: int = 8) -> LeMONNet:

@@ -17,24 +17,9 @@ from neuropde.pde.multi1d import (
 )
 from neuropde.pde.semilinear1d import AllenCahn1D, CahnHilliard1D, FisherKPP1D
 from neuropde.pde.wave1d import SineGordon1D
+from tests.helpers import fitted_order, rel, seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def fitted_order(dts, errs):
-    """Least-squares slope of log(error) against log(dt)."""
-    x = torch.tensor(dts, dtype=torch.float64).log()
-    y = torch.tensor(errs, dtype=torch.float64).log()
-    x = x - x.mean()
-    return ((x * (y - y.mean())).sum() / (x * x).sum()).item()
 
 
 def grid(n, L):

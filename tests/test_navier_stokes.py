@@ -8,6 +8,7 @@ import torch
 from neuropde.pde import (NavierStokes2D, dealias_mask, fno_forcing, fourier_resample,
                           gaussian_random_field, inverse_laplacian, kolmogorov_forcing,
                           mcwilliams_vorticity, spectral_grad, spectral_laplacian)
+from tests.helpers import rel, seeded
 
 TWO_PI = 2 * math.pi
 
@@ -18,14 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def grid(n, L=1.0):
     x = torch.arange(n, dtype=torch.float64) * (L / n)
     return x[:, None], x[None, :]
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def fno_solver(n, nu=1e-3, **kw):
@@ -282,24 +275,55 @@ def test_mcwilliams_has_unit_kinetic_energy():
 
 
 # --- spectral helpers ----------------------------------------------------------------------------
-@pytest.mark.parametrize("n, m", [(16, 24), (16, 33), (15, 32), (15, 20), (17, 17)])
-def test_fourier_resample_round_trip(n, m):
-    f = torch.randn(3, 2, n, n, generator=seeded(12), dtype=torch.float64)
-    up = fourier_resample(f, m)
-    assert up.shape == (3, 2, m, m)
-    assert torch.allclose(fourier_resample(up, n), f, rtol=0, atol=1e-12)
-    assert torch.allclose(up.mean(dim=(-2, -1)), f.mean(dim=(-2, -1)), atol=1e-12)
-    f32 = fourier_resample(f.float(), m)
+# (shape, size): 1-D and 2-D, odd and even, up and down, square (int size) and mixed axes
+RESAMPLINGS = [((16,), (24,)), ((16,), (33,)), ((15,), (32,)), ((15,), (20,)), ((17,), (17,)),
+               ((16, 16), 24), ((16, 16), 33), ((15, 15), 32), ((15, 15), 20), ((17, 17), 17),
+               ((33, 16), (40, 34)), ((16, 15), (16, 48))]
+
+
+@pytest.mark.parametrize("shape, size", RESAMPLINGS)
+def test_fourier_resample_round_trip(shape, size):
+    new = (size, size) if isinstance(size, int) else size
+    axes = tuple(range(-len(shape), 0))
+    f = torch.randn(3, 2, *shape, generator=seeded(12), dtype=torch.float64)
+    up = fourier_resample(f, size)
+    assert up.shape == (3, 2, *new)
+    assert torch.allclose(fourier_resample(up, shape), f, rtol=0, atol=1e-12)
+    assert torch.allclose(up.mean(dim=axes), f.mean(dim=axes), atol=1e-12)
+    f32 = fourier_resample(f.float(), size)
     assert f32.dtype == torch.float32 and torch.allclose(f32.double(), up, atol=1e-5)
 
 
-def test_fourier_resample_is_exact_for_band_limited_fields():
-    # includes the Nyquist mode cos(2π·8x) of the 16-grid
-    def field(n):
-        x, y = grid(n)
-        return torch.sin(TWO_PI * 3 * x) * torch.cos(TWO_PI * 2 * y) + torch.cos(TWO_PI * 8 * x) + 0.5
-    assert torch.allclose(fourier_resample(field(16), 40), field(40), atol=1e-12)
-    assert torch.allclose(fourier_resample(field(48), 16), field(48)[::3, ::3], atol=1e-12)
+def band_limited(shape, nyquist_sine=True):
+    """Σ over axes of low modes + cos(2π·8x) (+ sin(2π·8x)) + 0.5 on a grid ``shape``: (*shape,).
+
+    |k| ≤ 8 on every axis: on a 16-point axis cos(2π·8x) is the Nyquist mode and sin(2π·8x)
+    samples to zero, so a resampler that drops or mishandles the Nyquist mode fails here.
+    """
+    xs = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) / n for n in shape], indexing="ij")
+    f = torch.full(shape, 0.5, dtype=torch.float64)
+    for i, x in enumerate(xs):
+        f = f + torch.sin(TWO_PI * (3 + i) * x) * torch.cos(TWO_PI * 2 * xs[-1 - i]) + torch.cos(TWO_PI * 8 * x)
+        if nyquist_sine:
+            f = f + 0.7 * torch.sin(TWO_PI * 8 * x)
+    return f
+
+
+@pytest.mark.parametrize("coarse, fine", [((16,), (40,)), ((17,), (40,)), ((16,), (48,)),
+                                          ((16, 16), (40, 40)), ((17, 16), (45, 40)), ((16, 17), (48, 34))])
+def test_fourier_resample_is_exact_for_band_limited_fields(coarse, fine):
+    # going down, the fine ±8 modes fold onto the coarse Nyquist mode as point sampling does,
+    # so the result is the coarse grid's point values even when no stride maps one grid onto the other
+    assert torch.allclose(fourier_resample(band_limited(fine), coarse), band_limited(coarse), atol=1e-12)
+    # going up from the coarse grid's point values, the split Nyquist mode gives back cos(2π·8x)
+    # (sin(2π·8x) is invisible on an even 16-point grid, so it is left out)
+    up = fourier_resample(band_limited(coarse, nyquist_sine=False), fine)
+    assert torch.allclose(up, band_limited(fine, nyquist_sine=False), atol=1e-12)
+
+
+def test_fourier_resample_square_size_needs_a_square_grid():
+    with pytest.raises(ValueError, match="one size per axis"):
+        fourier_resample(torch.zeros(2, 16, 15), 8)
 
 
 def test_spectral_derivatives():

@@ -250,7 +250,7 @@ def test_every_family_takes_two_steps_with_every_optimizer(family, optimizer, da
 def test_learning_rate_follows_the_effective_batch(data_root, tmp_path):
     from neuropde.errors import UserError
     from neuropde.run import train
-    from neuropde.tasks.base import lr_batch_factor
+    from neuropde.optim.batch_scaling import lr_batch_factor
     from tests.conftest import compose
 
     assert lr_batch_factor("sqrt", 4, 16) == pytest.approx(2.0)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from neuropde.nn.patching import MultiGridPatching, PatchedModel
+from neuropde.nn.patching import MultiGridPatching
 
 
 def coordinate_field(H: int, W: int) -> torch.Tensor:
@@ -106,11 +106,11 @@ def test_patched_pointwise_conv_equals_the_full_field_conv(one_thread, size):
     with torch.no_grad():
         net.weight[:, C:] = 0  # a pointwise map of the fine channels only commutes with patching
     x = torch.randn(2, C, size, size)
-    y = PatchedModel(net, m)(x)
+    y = m.stitch(net(m.patch(x)), (size, size))
     expected = torch.nn.functional.conv2d(x, net.weight[:, :C], net.bias)
     assert y.shape == (2, C_out, size, size)
     assert torch.allclose(y, expected, atol=1e-6)
-    y.sum().backward()  # trainable through the wrapper
+    y.sum().backward()  # trainable through patch and stitch
     assert net.weight.grad is not None
 
 
@@ -120,7 +120,7 @@ def test_levels_zero_is_the_identity(one_thread):
     assert m.patch(x) is x and m.stitch(x, (17, 9)) is x
     assert m.patches_per_sample == 1 and m.in_channels(3) == 3
     net = torch.nn.Conv2d(3, 1, 3, padding=1)
-    assert torch.equal(PatchedModel(net, m)(x), net(x))
+    assert torch.equal(m.stitch(net(m.patch(x)), (17, 9)), net(x))
 
 
 def test_bad_arguments_raise_clear_errors(one_thread):

@@ -10,6 +10,7 @@ from neuropde.models.phirom import (HyperDecoder, LatentDynamics, SineMLPDecoder
                                     random_subset, relative_l2, rollout, scale_coordinates)
 from neuropde.pde.burgers import Burgers1D, burgers_initial_condition
 from neuropde.pde.stepping import solver_time_derivative
+from tests.helpers import fitted_order, rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,10 +27,6 @@ def make(name, d, k, c=1, seed=0, dtype=torch.float64):
 
 def grid1d(n, dtype=torch.float64):
     return scale_coordinates(torch.arange(n, dtype=dtype)[:, None] * (2 * math.pi / n), 0.0, 2 * math.pi)
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.mark.parametrize("name", DECODERS)
@@ -69,12 +66,6 @@ def test_scale_coordinates_and_output_normalization():
     assert torch.allclose(dec(alpha, pts), raw * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0]))
     state = dec.state_dict()
     assert torch.equal(state["out_std"], torch.tensor([3.0, 0.5]))
-
-
-def fitted_order(hs, errs):
-    x, y = torch.tensor(hs).log(), torch.tensor(errs).log()
-    x = x - x.mean()
-    return ((x * (y - y.mean())).sum() / (x * x).sum()).item()
 
 
 def test_bosh3_is_third_order_on_linear_ode():

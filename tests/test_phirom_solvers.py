@@ -11,26 +11,11 @@ from neuropde.pde.burgers import Burgers1D, burgers_initial_condition, cole_hopf
 from neuropde.pde.diffusion import Diffusion2D, gaussian_initial_condition
 from neuropde.pde.navier_stokes import NavierStokes2D, fno_forcing, gaussian_random_field
 from neuropde.pde.stepping import solver_time_derivative
+from tests.helpers import fitted_order, rel, seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TWO_PI = 2 * math.pi
-
-
-def rel(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
-
-
-def fitted_order(hs, errs):
-    """Least-squares slope of log(error) against log(h)."""
-    x = torch.tensor(hs, dtype=torch.float64).log()
-    y = torch.tensor(errs, dtype=torch.float64).log()
-    x = x - x.mean()
-    return ((x * (y - y.mean())).sum() / (x * x).sum()).item()
 
 
 def spectral_dx(u, L):

@@ -18,10 +18,8 @@ from neuropde.solvers import cg, incomplete_cholesky, jacobi_preconditioner
 PI = math.pi
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Small sparse problems: intra-op threads only add barrier stalls on a shared machine."""
-    yield
+# Small sparse problems: intra-op threads only add barrier stalls on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _three_closed_regions(dim: int) -> np.ndarray:

@@ -10,14 +10,11 @@ from neuropde.pde import gaussian_random_field
 from neuropde.pde.residual import (fd_weights, navier_stokes_residual, residual_norm,
                                    solver_for, solver_for_data, time_derivative,
                                    time_derivative_matrix)
+from tests.helpers import seeded
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 N, FINE_DT, T0, SPAN = 32, 2.5e-3, 1.0, 1.6  # grid, solver step, first frame, window length
-
-
-def seeded(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 @lru_cache(maxsize=1)

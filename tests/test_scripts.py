@@ -26,6 +26,26 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     assert res.returncode == 2 and "needs a checkpoint: ckpt=" in res.stdout and "Traceback" not in res.stderr
 
 
+def test_a_user_error_is_one_line_and_exit_status_2(caplog):
+    from neuropde.errors import UserError, main_guard
+
+    @main_guard
+    def main(cfg):
+        raise UserError(f"set x={cfg}")
+
+    with pytest.raises(SystemExit) as exit_:
+        main(1)
+    assert exit_.value.code == 2 and caplog.messages == ["set x=1"]
+
+
+def test_a_bad_job_of_a_generate_sweep_does_not_end_it(tmp_path):
+    res = run_script("generate.py", "-m", "data=ns2d_tiny", "data.resolution=0,1", "hydra.sweep.dir=sweep",
+                     cwd=tmp_path, env={"NEUROPDE_DATASETS": str(tmp_path / "datasets")})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-2000:]
+    assert out.count("whole number of at least 2") == 2 and "Traceback" not in out
+
+
 def test_sweep_runs_each_job_in_a_readable_subdir(data_root, tmp_path):
     res = run_script("train.py", "-m", "experiment=fno_tiny", "seed=0,1", "trainer.max_epochs=1",
                      "hydra.sweep.dir=sweep", cwd=tmp_path, timeout=600)

@@ -1,4 +1,5 @@
-"""Lightning data module for trajectory data: windows of T_in frames -> T_out frames."""
+"""Lightning data modules: the base every generated data set shares, and trajectory data served as
+windows of T_in frames -> T_out frames."""
 from __future__ import annotations
 
 import logging
@@ -59,7 +60,39 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
 
-class TrajectoryDataModule(L.LightningDataModule):
+class GeneratedDataModule(L.LightningDataModule):
+    """What every data module of a generated data set shares: its config, generation on first use
+    (``prepare_data``) and the four dataloader hooks, each one call of :meth:`_loader`.
+
+    Subclasses implement ``_loader(split, shuffle)`` (training shuffles, evaluation does not) and
+    override a hook only where it serves something else (task batches, step indices).
+    """
+
+    def __init__(self, data_cfg: dict, root: str | Path, progress: bool = True, seed: int = 0):
+        super().__init__()
+        self.cfg, self.root, self.progress, self.seed = data_cfg, Path(root), progress, int(seed)
+        self.stats: dict | None = None
+
+    def prepare_data(self) -> None:
+        ensure_generated(self.cfg, self.root, progress=self.progress)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self, split: str = "test") -> DataLoader:
+        return self._loader(split, shuffle=False)
+
+
+class TrajectoryDataModule(GeneratedDataModule):
     """Generates (when missing) and serves a trajectory data set.
 
     ``stats`` holds the training split's mean and standard deviation (scalars), used by the task's
@@ -68,14 +101,9 @@ class TrajectoryDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_cfg: dict, root: str | Path, progress: bool = True, seed: int = 0):
-        super().__init__()
-        self.cfg, self.root, self.progress, self.seed = data_cfg, Path(root), progress, seed
+        super().__init__(data_cfg, root, progress, seed)
         self.splits: dict[str, torch.Tensor] = {}
         self.times = None
-        self.stats: dict[str, float] | None = None
-
-    def prepare_data(self) -> None:
-        ensure_generated(self.cfg, self.root, progress=self.progress)
 
     def load(self, split: str) -> torch.Tensor:
         if split not in self.splits:
@@ -113,15 +141,3 @@ class TrajectoryDataModule(L.LightningDataModule):
         """Whether the attached trainer runs on a CUDA device (False when there is none)."""
         trainer = getattr(self, "_trainer", None)
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self, split: str = "test") -> DataLoader:
-        return self._loader(split, shuffle=False)

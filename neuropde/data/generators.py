@@ -98,8 +98,9 @@ def generator_of(data_cfg: dict) -> Callable:
                         "generators shipped are the functions of neuropde.data.generators") from None
 
 
-def _downsample(fields: torch.Tensor, resolution: int) -> torch.Tensor:
-    """(..., n, n) -> (..., r, r): point values when r divides n, else Fourier resampling."""
+def _downsample(fields: torch.Tensor, resolution: int, ndim: int = 2) -> torch.Tensor:
+    """(..., n, ..., n) -> (..., r, ..., r) on the last ``ndim`` axes: point values when r divides
+    n, else Fourier resampling."""
     from neuropde.pde.spectral import fourier_resample
 
     n = fields.shape[-1]
@@ -107,8 +108,8 @@ def _downsample(fields: torch.Tensor, resolution: int) -> torch.Tensor:
         return fields
     if n % resolution == 0:
         step = n // resolution
-        return fields[..., ::step, ::step]
-    return fourier_resample(fields, resolution)
+        return fields[(..., *[slice(None, None, step)] * ndim)]
+    return fourier_resample(fields, (resolution,) * ndim)
 
 
 def navier_stokes(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
@@ -252,18 +253,6 @@ def rve(data_cfg: dict, split: str) -> Callable[[int, int], dict]:
     return make_shard
 
 
-def _fourier_downsample_1d(traj: torch.Tensor, resolution: int) -> torch.Tensor:
-    """(..., n) -> (..., r): point values when r divides n, else Fourier resampling."""
-    n = traj.shape[-1]
-    if n == resolution:
-        return traj
-    if n % resolution == 0:
-        return traj[..., ::n // resolution]
-    from neuropde.models.fno import resample
-
-    return resample(traj, (resolution,))
-
-
 def _semilinear_1d(make_solver, make_initial) -> Callable:
     """Generator of trajectories (samples, frames, points) of a 1-D solver from neuropde.pde.etdrk4."""
 
@@ -279,7 +268,7 @@ def _semilinear_1d(make_solver, make_initial) -> Callable:
             u0 = torch.cat([make_initial(g, n, torch.Generator().manual_seed(
                 sample_seed(int(data_cfg["seed"]), split, i))) for i in range(start, stop)]).to(device)
             traj = solver.simulate(u0, float(g["dt"]), record.tolist())
-            return _fourier_downsample_1d(traj, resolution).float().cpu().numpy(), record
+            return _downsample(traj, resolution, ndim=1).float().cpu().numpy(), record
 
         return make_shard
 
@@ -385,7 +374,7 @@ def burgers(data_cfg: dict, split: str) -> Callable:
                  for i in range(start, stop)]
         u0 = torch.cat([_burgers_initial(g, n, torch.Generator().manual_seed(s)) for s in seeds]).to(device)
         solver = Burgers1D(n, L=float(g["L"]), nu=torch.from_numpy(nu), dtype=torch.float64, device=device)
-        traj = _fourier_downsample_1d(solver.simulate(u0, float(g["dt"]), record.tolist()), resolution)
+        traj = _downsample(solver.simulate(u0, float(g["dt"]), record.tolist()), resolution, ndim=1)
         return {"fields": traj.float().cpu().numpy(), "times": np.tile(record, (stop - start, 1)), "nu": nu}
 
     return make_shard

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from neuropde.data.datamodule import GeneratedDataModule
 from neuropde.data.generators import ensure_generated, sample_seed
 from neuropde.errors import UserError
 from neuropde.pde.multi1d import FAMILIES, initial_condition, sample_coefficients, simulate_family
@@ -338,7 +338,7 @@ class TaskSet(Dataset):
 
 
 # --- data module -----------------------------------------------------------------------------------
-class MultiOperatorDataModule(L.LightningDataModule):
+class MultiOperatorDataModule(GeneratedDataModule):
     """Generates (when missing) and serves the ``multi1d`` data set.
 
     Batches (:meth:`train_dataloader`, :meth:`val_dataloader`, :meth:`test_dataloader`) are dicts:
@@ -379,14 +379,12 @@ class MultiOperatorDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_cfg: dict, root: str | Path, progress: bool = True, seed: int = 0):
-        super().__init__()
-        self.cfg, self.root, self.progress, self.seed = data_cfg, Path(root), progress, int(seed)
+        super().__init__(data_cfg, root, progress, seed)
         _check_generator_config(data_cfg)
         self.families = self._selected_families()
         self.n_shots = data_cfg.get("n_shots")
         if self.n_shots is not None and int(self.n_shots) < 1:
             raise UserError(f"data.n_shots must be a positive number of trajectories, got {self.n_shots}")
-        self.stats: dict[str, float] | None = None
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._sets: dict[str, MultiOperatorSet] = {}
 
@@ -405,9 +403,6 @@ class MultiOperatorDataModule(L.LightningDataModule):
     @property
     def loader_cfg(self) -> dict:
         return dict(self.cfg.get("loader") or {})
-
-    def prepare_data(self) -> None:
-        ensure_generated(self.cfg, self.root, progress=self.progress)
 
     def arrays(self, split: str) -> dict[str, np.ndarray]:
         """Every stored array of ``split``, unselected (see :func:`multi1d`)."""
@@ -495,13 +490,4 @@ class MultiOperatorDataModule(L.LightningDataModule):
         if tasks:
             return self.task_dataloader("train", int(tasks["n_tasks"]), int(tasks["n_support"]),
                                         int(tasks["n_query"]))
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self, split: str = "test") -> DataLoader:
-        return self._loader(split, shuffle=False)
+        return super().train_dataloader()

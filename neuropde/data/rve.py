@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from neuropde.data.datamodule import GeneratedDataModule
 from neuropde.data.generators import ensure_generated, rve_solver
 
 SNAPSHOT_KEYS = ("E_bar", "sigma_bar", "C_bar", "u_fluct", "eps", "sigma")
@@ -33,7 +33,7 @@ class Snapshots(Dataset):
         return {k: v[i] for k, v in self.arrays.items()}
 
 
-class RVEDataModule(L.LightningDataModule):
+class RVEDataModule(GeneratedDataModule):
     """Generates (when missing) and serves RVE snapshots.
 
     ``cfg["loader"]``: ``batch_size`` (macro strains per Adam step, drawn by the task),
@@ -41,9 +41,7 @@ class RVEDataModule(L.LightningDataModule):
     """
 
     def __init__(self, data_cfg: dict, root: str | Path, progress: bool = True, seed: int = 0):
-        super().__init__()
-        self.cfg, self.root, self.progress, self.seed = data_cfg, Path(root), progress, int(seed)
-        self.stats = None
+        super().__init__(data_cfg, root, progress, seed)
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._solver = None
 
@@ -53,9 +51,6 @@ class RVEDataModule(L.LightningDataModule):
         if self._solver is None:
             self._solver = rve_solver(self.cfg)
         return self._solver
-
-    def prepare_data(self) -> None:
-        ensure_generated(self.cfg, self.root, progress=self.progress)
 
     def snapshots(self, split: str) -> dict[str, np.ndarray]:
         """Every stored array of ``split`` (float64): see :data:`SNAPSHOT_KEYS`."""
@@ -67,19 +62,11 @@ class RVEDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         pass
 
-    def _eval_loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Evaluation batches of snapshots, in stored order (training draws strains instead)."""
         return DataLoader(Snapshots(self.snapshots(split)), shuffle=False,
                           batch_size=int(self.cfg["loader"].get("eval_batch_size", 100)))
 
     def train_dataloader(self) -> DataLoader:
         # the task draws the macro strains of every step; an item is only the step's index
         return DataLoader(range(int(self.cfg["loader"]["steps_per_epoch"])), batch_size=None)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self, split: str = "test") -> DataLoader:
-        return self._eval_loader(split)

@@ -100,16 +100,8 @@ class SnapshotDataModule(TrajectoryDataModule):
                           sampler=RepeatedShuffle(len(ds), self.seed, int(ld.get("epoch_repeats", 1))),
                           num_workers=int(ld.get("num_workers", 0)))
 
-    def _whole(self, split: str) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """Whole trajectories, in stored order, for evaluation (training serves snapshots)."""
         fields = self.load(split)
         return DataLoader(IndexedTrajectories(fields, self.params[split]), shuffle=False,
                           batch_size=int(self.cfg["loader"].get("eval_batch_size", 16)))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._whole("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._whole("test")
-
-    def predict_dataloader(self, split: str = "test") -> DataLoader:
-        return self._whole(split)

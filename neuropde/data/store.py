@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -250,7 +250,3 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[name] = value
     return out
-
-
-def missing_splits(store: DataStore, splits: Iterable[str] = SPLITS) -> list[str]:
-    return [s for s in splits if not store.is_complete(s)]

@@ -26,6 +26,7 @@ from neuralop.models import FNO as _NeuralopFNO
 from torch import nn
 
 from neuropde.nn.fourier_net import FourierNet
+from neuropde.pde.spectral import fourier_resample
 
 
 class FNO(nn.Module):
@@ -108,7 +109,7 @@ class FNO(nn.Module):
             # Run on the grid refined by 2 on the odd axes (exact Fourier interpolation of the
             # input) and keep every other point: pointwise layers then see the original points.
             factors = [1 + n % 2 for n in space]
-            fine = resample(x, tuple(f * n for f, n in zip(factors, space)))
+            fine = fourier_resample(x, tuple(f * n for f, n in zip(factors, space)))
             return self.fno(fine)[(..., *(slice(None, None, f) for f in factors))]
         return self.fno(x)
 
@@ -116,29 +117,3 @@ class FNO(nn.Module):
         """Points added after an axis of n points: ceil(pad_fraction * n), made even in total."""
         pad = math.ceil(self.pad_fraction * n)
         return pad + (n + pad) % 2
-
-
-def resample(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Fourier resampling of periodic fields (..., *space) -> (..., *size), one axis at a time
-    (the last ``len(size)`` axes).
-
-    Keeps the frequencies |k| < min(n, n_new)/2 that both grids hold symmetrically (an even grid's
-    Nyquist mode is dropped), so it is exact for fields band-limited below both Nyquist limits.
-    """
-    for axis, n_new in zip(range(-len(size), 0), size):
-        n = x.shape[axis]
-        if n == n_new:
-            continue
-        kmax = (min(n, n_new) - 1) // 2
-        xh = torch.fft.fft(x, dim=axis)
-        shape = list(xh.shape)
-        shape[axis] = n_new
-        out = xh.new_zeros(shape)
-        lo = [slice(None)] * xh.dim()
-        lo[axis] = slice(0, kmax + 1)
-        out[tuple(lo)] = xh[tuple(lo)]
-        if kmax:
-            lo[axis] = slice(-kmax, None)
-            out[tuple(lo)] = xh[tuple(lo)]
-        x = torch.fft.ifft(out, dim=axis).real * (n_new / n)
-    return x

@@ -1,4 +1,4 @@
-"""Multi-grid domain decomposition (MG-TFNO, Kossaifi et al. 2023) as a model-agnostic wrapper.
+"""Multi-grid domain decomposition (MG-TFNO, Kossaifi et al. 2023): model-agnostic patch and stitch.
 
 A field (B, C, H, W) is cut into 2^L × 2^L fine patches that go through the model as extra batch
 entries; each patch carries, as extra channels, L coarse views of its surroundings, so a model
@@ -25,7 +25,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 
 class MultiGridPatching:
@@ -110,19 +109,3 @@ class MultiGridPatching:
         core = y[:, :, ph:ph + h, pw:pw + w].reshape(N // (n * n), n, n, C_out, h, w)
         full = core.permute(0, 3, 1, 4, 2, 5).reshape(N // (n * n), C_out, n * h, n * w)
         return full[:, :, :H, :W]
-
-
-class PatchedModel(nn.Module):
-    """Full-field inference/training through a patch model in one call.
-
-    ``net`` maps (N, C·(L+1), S_h, S_w) -> (N, C_out, S_h, S_w); the wrapper maps
-    (B, C, H, W) -> (B, C_out, H, W).
-    """
-
-    def __init__(self, net: nn.Module, patching: MultiGridPatching):
-        super().__init__()
-        self.net = net
-        self.patching = patching
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.patching.stitch(self.net(self.patching.patch(x)), tuple(x.shape[-2:]))

@@ -10,7 +10,7 @@ def build_optimizer(cfg: dict, module, batch_size: int | None = None):
     """
     from hydra.utils import instantiate
 
-    from neuropde.tasks.base import lr_batch_factor
+    from neuropde.optim.batch_scaling import lr_batch_factor
 
     cfg = dict(cfg)
     rule, reference = cfg.pop("batch_scaling", "none"), cfg.pop("reference_batch_size", None)

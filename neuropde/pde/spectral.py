@@ -8,12 +8,14 @@ Conventions shared by every module of :mod:`neuropde.pde`:
   (FFT order) on axis -2 and the non-negative ``k_y`` on axis -1;
 * wavenumbers are angular, ``κ = 2π k / L`` with integer ``k``.
 
+:func:`fourier_resample` alone also takes 1-D and other d-D fields (one size per trailing axis).
 Everything is batched over leading dimensions, keeps the input's dtype and device, and is
 differentiable with autograd.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -98,31 +100,41 @@ def _resample_axis(c: torch.Tensor, m: int, dim: int) -> torch.Tensor:
     return out.movedim(-1, dim)
 
 
-def fourier_resample(field: torch.Tensor, n_new: int) -> torch.Tensor:
+def fourier_resample(field: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Resample periodic fields to another grid by spectral truncation or zero padding.
 
-    Exact for band-limited fields: going up reproduces the trigonometric interpolant; going down
-    keeps the modes both grids hold (for a field with ``|k| ≤ n_new/2`` it equals point values).
-    Up-then-down returns the input to round-off, for odd and even sizes.
+    The one resampler of the package (data generation, models, tests). Exact for band-limited
+    fields: going up reproduces the trigonometric interpolant; going down keeps the modes both
+    grids hold and folds the fine ``±m/2`` modes onto an even coarse grid's Nyquist mode, so a
+    field with ``|k| ≤ m/2`` comes out as its point values. Up-then-down returns the input to
+    round-off, for odd and even sizes. Axes are independent, so any number of them works.
 
     Parameters
     ----------
-    field : Tensor (..., n, n), real.
-    n_new : new points per side.
+    field : Tensor (..., n_1, ..., n_d), real.
+    size : new lengths ``(m_1, ..., m_d)`` of the last ``d`` axes, e.g. ``(m,)`` for 1-D fields
+        (..., n); an int ``m`` means the square grid ``(m, m)`` of this module's (..., n, n) fields.
 
     Returns
     -------
-    Tensor (..., n_new, n_new), same dtype and device.
+    Tensor (..., m_1, ..., m_d), same dtype and device.
     """
-    n = field.shape[-1]
-    if field.shape[-2] != n:
-        raise ValueError(f"expected a square grid, got {tuple(field.shape[-2:])}")
-    if n_new == n:
+    if isinstance(size, int):
+        if field.dim() < 2 or field.shape[-2] != field.shape[-1]:
+            raise ValueError(f"an int size resamples a square grid, got {tuple(field.shape[-2:])}; "
+                             "give one size per axis")
+        size = (size, size)
+    if len(size) > field.dim():
+        raise ValueError(f"size {tuple(size)} has more axes than the field {tuple(field.shape)}")
+    # only the axes that change are transformed; each step keeps the field real
+    dims = [d for d, m in zip(range(-len(size), 0), size) if field.shape[d] != int(m)]
+    if not dims:
         return field
-    # full (not half) spectrum so that one rule serves both axes; the output is real by symmetry
-    c = torch.fft.fft2(field, norm="forward")
-    c = _resample_axis(_resample_axis(c, n_new, -2), n_new, -1)
-    return torch.fft.ifft2(c, norm="forward").real.to(field.dtype)
+    # full (not half) spectrum so that one rule serves every axis; the output is real by symmetry
+    c = torch.fft.fftn(field, dim=dims, norm="forward")
+    for d in dims:
+        c = _resample_axis(c, int(size[d]), d)
+    return torch.fft.ifftn(c, dim=dims, norm="forward").real.to(field.dtype)
 
 
 def _spectral_k(field: torch.Tensor, L: float, zero_nyquist: bool):

@@ -132,19 +132,3 @@ def effective_batch_size(trainer) -> int | None:
         return None
     return int(batch) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
 
-
-def lr_batch_factor(rule: str, reference: int | None, batch: int | None) -> float:
-    """Learning-rate factor for a batch size other than the one the lr was tuned at.
-
-    ``sqrt`` (Adam-type and orthogonalised rules) scales by √(batch / reference), ``linear`` (SGD)
-    by batch / reference, ``none`` leaves the lr alone.
-    """
-    if rule not in ("none", "sqrt", "linear"):
-        raise UserError(f"optimizer.batch_scaling={rule}: choose none, sqrt or linear")
-    if rule == "none":
-        return 1.0
-    if not reference or not batch:
-        raise UserError(f"optimizer.batch_scaling={rule} needs optimizer.reference_batch_size "
-                        "(the batch size the learning rate was tuned at)")
-    ratio = batch / float(reference)
-    return ratio ** 0.5 if rule == "sqrt" else ratio

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from neuropde.errors import UserError
-from neuropde.models.equino import EquiNO, PODBases, data_loss, energy_loss, relative_errors
+from neuropde.models.equino import EquiNO, data_loss, energy_loss, relative_errors
+from neuropde.models.pod import PODBases
 from neuropde.pde.elasticity import ip_image, latin_hypercube
 from neuropde.tasks.base import BaseTask
 from neuropde.tasks.pinn import step_generator
