@@ -88,8 +88,17 @@ def compose_config(config: str, overrides: list[str] | None = None) -> DictConfi
 
     if config == "predict":
         overrides = predict_shorthands(list(overrides or []))
+    from hydra.errors import MissingConfigException
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name=config, overrides=list(overrides or []))
+        try:
+            return compose(config_name=config, overrides=list(overrides or []))
+        except MissingConfigException as err:  # an unknown group option: one line with the choices
+            if not err.options:
+                raise
+            group = (err.missing_cfg_file or "").rsplit("/", 1)[0]
+            raise UserError(f"{err.missing_cfg_file.replace('/', '=', 1)} is not an option; choose one of "
+                            f"{', '.join(err.options)}") from None
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -264,9 +273,12 @@ def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
     stored = out / "config.yaml"
     if not stored.exists():
         return None, None
-    old, new = (_flat({k: v for k, v in c.items() if k not in ("resume", "run_dir")})
+    # where logs go and which callbacks watch do not change what is trained
+    old, new = (_flat({k: v for k, v in c.items() if k not in ("resume", "run_dir", "logger", "callbacks")})
                 for c in (yaml.safe_load(stored.read_text()) or {}, to_dict(cfg)))
-    differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    # names a run dir of an older version did not store (data._target_, ...) are not a difference
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>")
+                    and not (k not in old and k.rsplit(".", 1)[-1] == "_target_"))
     if differ:
         raise UserError(f"resume=auto: {out} holds a run of another config (differs in {', '.join(differ[:4])}"
                         f"{', …' if len(differ) > 4 else ''}); give another run dir, or resume=<checkpoint> "

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from neuropde.errors import UserError
@@ -60,9 +59,9 @@ def test_wandb_offline_runs_get_the_metrics_and_the_plots(data_root, tmp_path, m
 
 
 def test_an_unknown_logger_is_refused_with_the_options(tmp_path):
-    with pytest.raises(MissingConfigException) as err:
+    with pytest.raises(UserError, match="^logger=nonsense is not an option; choose one of csv, mlflow, none, "
+                       "tensorboard, wandb$"):
         compose("train", ["logger=nonsense"])
-    assert "logger/nonsense" in str(err.value) and all(name in str(err.value) for name in LOGGERS)
 
     res = run_script("train.py", "logger=nonsense", cwd=tmp_path)  # as a user sees it
     out = res.stdout + res.stderr
