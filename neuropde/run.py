@@ -96,7 +96,6 @@ def compose_config(config: str, overrides: list[str] | None = None) -> DictConfi
         except MissingConfigException as err:  # an unknown group option: one line with the choices
             if not err.options:
                 raise
-            group = (err.missing_cfg_file or "").rsplit("/", 1)[0]
             raise UserError(f"{err.missing_cfg_file.replace('/', '=', 1)} is not an option; choose one of "
                             f"{', '.join(err.options)}") from None
 
@@ -159,13 +158,9 @@ def check_compatible(cfg: DictConfig) -> None:
 def build_datamodule(cfg: DictConfig, progress: bool = True):
     """The Lightning data module of ``cfg.data``: the class ``data._target_`` names, or the one the
     task asks for (:meth:`BaseTask.make_datamodule`, e.g. snapshots for an auto-decoder)."""
-    from hydra.utils import get_class
+    from neuropde.plugins import import_target
 
-    target = cfg.model.task.get("_target_")
-    try:
-        task_class = get_class(target)
-    except Exception as err:
-        raise UserError(f"model.task._target_={target} cannot be imported ({err})") from None
+    task_class = import_target(cfg.model.task.get("_target_"), "model.task._target_")
     return task_class.make_datamodule(cfg, data_root(cfg), progress=progress)
 
 
@@ -360,14 +355,7 @@ def name_parts(stored: DictConfig) -> None:
     is taken from ``conf/model/<model.family>.yaml``. Nothing else changes: the weights, sizes and
     settings stay the checkpoint's own.
     """
-    from hydra.utils import get_class
-
-    def imports(target) -> bool:
-        try:
-            get_class(str(target))
-            return True
-        except Exception:
-            return False
+    from neuropde.plugins import importable
 
     OmegaConf.set_struct(stored, False)
     data, model = stored.get("data"), stored.get("model")
@@ -380,7 +368,7 @@ def name_parts(stored: DictConfig) -> None:
         data["_target_"] = current._target_
         if "generator" in data and "_target_" in current.get("generator", {}):
             data.generator["_target_"] = current.generator._target_
-    stale = [k for k in ("task", "net") if model is not None and k in model and not imports(model[k].get("_target_"))]
+    stale = [k for k in ("task", "net") if model is not None and k in model and not importable(model[k].get("_target_"))]
     if stale and (CONF_DIR / "model" / f"{model.get('family')}.yaml").exists():
         current = compose_config("train", [f"model={model.family}"]).model
         for k in stale:

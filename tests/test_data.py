@@ -9,6 +9,7 @@ import torch
 from neuropde.data.datamodule import TrajectoryDataModule, TrajectoryWindows
 from neuropde.data.generators import data_store, ensure_generated
 from neuropde.data.store import DataStore
+from neuropde.errors import UserError
 from tests.conftest import compose
 
 
@@ -174,3 +175,19 @@ def test_concurrent_generation_waits_for_the_lock(tmp_path):
     lock.close()
     t.join(timeout=60)
     assert done and done[0].is_complete("val")
+
+
+def test_the_data_config_names_its_parts_and_a_wrong_name_is_one_clear_line(tmp_path):
+    """The data module and the generator come from the data config (``_target_``), not from a
+    registry; a wrong equation or an unimportable generator is refused before anything is made."""
+    from neuropde.run import build_datamodule
+
+    cfg = compose("train", ["experiment=fno_tiny"])
+    assert type(build_datamodule(cfg, progress=False)).__name__ == "TrajectoryDataModule"
+    with pytest.raises(UserError, match="data.equation=my_h5, but the generator .*navier_stokes makes navier_stokes"):
+        ensure_generated({**tiny_data_cfg(), "equation": "my_h5"}, tmp_path, progress=False)
+    with pytest.raises(UserError, match="data.generator._target_=nope.gen cannot be imported"):
+        ensure_generated(tiny_data_cfg(_target_="nope.gen"), tmp_path, progress=False)
+    with pytest.raises(UserError, match="data._target_=nope.Module cannot be imported"):
+        build_datamodule(compose("train", ["experiment=fno_tiny", "data._target_=nope.Module"]))
+    assert not any(tmp_path.iterdir())  # nothing generated

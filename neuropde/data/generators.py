@@ -66,6 +66,7 @@ def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: 
     missing = [s for s in splits if not store.is_complete(s)]
     if not missing:
         return store
+    make = generator_of(data_cfg)  # a wrong name is refused before anything is written
     store.dir.mkdir(parents=True, exist_ok=True)
     # Sweep jobs sharing a data set must not generate it at the same time: one holds the lock,
     # the others wait and then find the files complete.
@@ -75,27 +76,38 @@ def ensure_generated(data_cfg: dict, root: str | Path, splits=SPLITS, progress: 
             if store.is_complete(split):
                 continue
             log.info("generating %s/%s into %s", data_cfg["name"], split, store.dir)
-            make_shard = generator_of(data_cfg)(data_cfg, split)
+            make_shard = make(data_cfg, split)
             store.write_split(split, int(data_cfg["samples"][split]),
                               int(data_cfg["generator"].get("shard_size", 32)), make_shard,
                               attrs=store.config, progress=progress)
     return store
 
 
+def makes(equation: str) -> Callable[[Callable], Callable]:
+    """Mark a generator with the equation it solves: ``data.equation`` must name it, so that a
+    data set's name for its equation (hashed into its manifest) cannot disagree with its files."""
+    def mark(generator: Callable) -> Callable:
+        generator.equation = equation
+        return generator
+
+    return mark
+
+
 def generator_of(data_cfg: dict) -> Callable:
     """The function named by ``data.generator._target_``; one clear line when it is absent or wrong."""
-    from hydra.utils import get_method
+    from neuropde.plugins import import_target
 
     target = (data_cfg.get("generator") or {}).get("_target_")
     if not target:
         raise UserError(f"data {data_cfg.get('name')} has no generator._target_, so its files cannot be made: "
                         "name a generator function (e.g. data.generator._target_=neuropde.data.generators.navier_stokes), "
                         "or give the data set's files")
-    try:
-        return get_method(target)
-    except Exception as err:  # ImportError, AttributeError, or Hydra's wrapping of them
-        raise UserError(f"data.generator._target_={target} cannot be imported ({err.__class__.__name__}); the "
-                        "generators shipped are the functions of neuropde.data.generators") from None
+    generator = import_target(target, "data.generator._target_", "the generators shipped are named in conf/data/*.yaml")
+    made = getattr(generator, "equation", None)
+    if made is not None and data_cfg.get("equation") != made:
+        raise UserError(f"data.equation={data_cfg.get('equation')}, but the generator {target} makes {made} "
+                        f"data: set data.equation={made}, or pick a data set (data=<name>) that makes yours")
+    return generator
 
 
 def _downsample(fields: torch.Tensor, resolution: int, ndim: int = 2) -> torch.Tensor:
@@ -112,6 +124,7 @@ def _downsample(fields: torch.Tensor, resolution: int, ndim: int = 2) -> torch.T
     return fourier_resample(fields, (resolution,) * ndim)
 
 
+@makes("navier_stokes")
 def navier_stokes(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     """Vorticity trajectories of 2D incompressible Navier–Stokes (see :mod:`neuropde.pde.navier_stokes`)."""
     from neuropde.pde import navier_stokes as ns
@@ -149,6 +162,7 @@ def navier_stokes(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.n
     return make_shard
 
 
+@makes("navier_stokes_forcing")
 def navier_stokes_forcing(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     """Pairs forcing f ↦ vorticity ω(T) of 2D Navier–Stokes from rest (MG-TFNO's task).
 
@@ -194,6 +208,7 @@ def darcy_subsample_step(solve_resolution: int, resolution: int) -> int:
                      f"(needs (solve - 1) divisible by (resolution - 1)); valid resolutions: {valid}")
 
 
+@makes("darcy")
 def darcy(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     """Pairs coefficient a ↦ pressure u of steady Darcy flow −∇·(a∇u) = f, u = 0 on ∂(0,1)² (FNO benchmark).
 
@@ -230,6 +245,7 @@ def rve_solver(data_cfg: dict):
     return RVESolver(make_rve(str(g["geometry"]), int(data_cfg["resolution"]), str(g.get("element", "quad8"))))
 
 
+@makes("rve")
 def rve(data_cfg: dict, split: str) -> Callable[[int, int], dict]:
     """FE snapshots of a periodic RVE (:mod:`neuropde.pde.elasticity`) under macro strains.
 
@@ -331,8 +347,8 @@ def solver_1d(data_cfg: dict, device="cpu"):
 
 
 # Kuramoto–Sivashinsky, Korteweg–de Vries and viscous Burgers trajectories (ETDRK4, float64), stored as float32.
-kuramoto_sivashinsky = _semilinear_1d(_ks_solver, _ks_initial)
-korteweg_de_vries = _semilinear_1d(_kdv_solver, _kdv_initial)
+kuramoto_sivashinsky = makes("kuramoto_sivashinsky")(_semilinear_1d(_ks_solver, _ks_initial))
+korteweg_de_vries = makes("korteweg_de_vries")(_semilinear_1d(_kdv_solver, _kdv_initial))
 _burgers_fixed_nu = _semilinear_1d(_burgers_solver, _burgers_initial)
 
 
@@ -349,6 +365,7 @@ def burgers_viscosities(data_cfg: dict, split: str, start: int, stop: int) -> np
         sample_seed(int(data_cfg["seed"]), split, i) + 1)).item() for i in range(start, stop)])
 
 
+@makes("burgers")
 def burgers(data_cfg: dict, split: str) -> Callable:
     """Viscous Burgers trajectories (ETDRK4, float64, stored float32). With ``generator.nu_range``
     the set is parametric: one viscosity per sample (:func:`burgers_viscosities`), stored as ``nu``
@@ -380,6 +397,7 @@ def burgers(data_cfg: dict, split: str) -> Callable:
     return make_shard
 
 
+@makes("poisson_ritz")
 def poisson_ritz(data_cfg: dict, split: str) -> Callable[[int, int], tuple[np.ndarray, np.ndarray]]:
     """Unit right-hand sides b = Σ c_k v_k from Ritz vectors v_k of a pressure-Poisson matrix
     (DCDM's training data, :mod:`neuropde.pde.ritz`), stored on the grid as one frame per sample:

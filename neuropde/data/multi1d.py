@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from neuropde.data.datamodule import GeneratedDataModule
-from neuropde.data.generators import ensure_generated, sample_seed
+from neuropde.data.generators import ensure_generated, makes, sample_seed
 from neuropde.errors import UserError
 from neuropde.pde.multi1d import FAMILIES, initial_condition, sample_coefficients, simulate_family
 
@@ -109,6 +109,7 @@ def simulate_operator(data_cfg: dict, split: str, operator: int) -> dict:
     return {"family": family, "coefficients": coefficients, "fields": fields, "times": times}
 
 
+@makes("multi1d")
 def multi1d(data_cfg: dict, split: str):
     """Generator of the ``multi1d`` data set (``data.equation: multi1d``).
 

@@ -43,19 +43,16 @@ class BaseTask(L.LightningModule):
         ``cfg.seed``; a task may read its own ``cfg.model``): by default the class that the data
         config names in ``data._target_``, built as ``(data_cfg, root, progress=, seed=)``. A task
         that needs its data served another way overrides this."""
-        from hydra.utils import get_class
         from omegaconf import OmegaConf
+
+        from neuropde.plugins import import_target
 
         data = OmegaConf.to_container(cfg.data, resolve=True)
         target = data.get("_target_")
         if not target:
             raise UserError(f"data {data.get('name')} names no data module: set data._target_ (e.g. "
                             "neuropde.data.datamodule.TrajectoryDataModule, as conf/data/ns2d.yaml does)")
-        try:
-            module_class = get_class(target)
-        except Exception as err:
-            raise UserError(f"data._target_={target} cannot be imported ({err.__class__.__name__}); the data "
-                            "modules shipped are in neuropde/data/ (see conf/data/*.yaml)") from None
+        module_class = import_target(target, "data._target_", "the data modules shipped are named in conf/data/*.yaml")
         return module_class(data, root, progress=progress, seed=int(cfg.get("seed", 0)))
 
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
