@@ -152,7 +152,7 @@ def test_resume_auto_continues_a_cut_run_and_skips_a_finished_one(data_root, tmp
 # working model; equino: test_equino_task's median stress errors; lemon: test_lemon's errors against
 # persistence), so their 60-epoch run here is `slow`: 27-53 s each on the 2-core Xeon of 2026-12-06,
 # where the default suite had grown to 11.9 min.
-ACCURACY_TESTED_ELSEWHERE = ("equino", "lemon", "phirom")
+ACCURACY_TESTED_ELSEWHERE = ("equino", "lemon", "phirom", "sfno")  # sfno: tests/test_refine.py, 30 epochs
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in ACCURACY_TESTED_ELSEWHERE else f

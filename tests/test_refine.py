@@ -32,9 +32,17 @@ def test_enlarged_output_operator_computes_the_same_function():
 @pytest.fixture(scope="module")
 def trained_sfno(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("sfno_run")
-    train(compose("train", ["experiment=sfno_tiny", "trainer.max_epochs=30", "optimizer.lr=1e-2",
-                            "logger=none", "plot_every_n_epochs=100", f"run_dir={out}"]))
-    return out
+    metrics = train(compose("train", ["experiment=sfno_tiny", "trainer.max_epochs=30", "optimizer.lr=1e-2",
+                                      "logger=none", "plot_every_n_epochs=100", f"run_dir={out}"]))
+    return out, metrics
+
+
+def test_the_sfno_learns_its_tiny_task(trained_sfno):
+    """The SFNO's accuracy test of the default suite (the 60-epoch learns-test of tests/test_pipeline.py
+    is slow for it): well below the repeat-the-last-frame baseline. Measured on the 2-core Xeon,
+    seeds 0 and 1: 0.065 and 0.076 against persistence 0.20."""
+    _, m = trained_sfno
+    assert m["test/rel_l2"] < 0.5 * m["test/rel_l2_persistence"]
 
 
 def test_refinement_lowers_the_residual_without_ground_truth(trained_sfno):
@@ -43,8 +51,9 @@ def test_refinement_lowers_the_residual_without_ground_truth(trained_sfno):
     from neuropde.run import build_datamodule, build_task, predict_config
     from omegaconf import OmegaConf
 
-    ckpt = checkpoint.read(trained_sfno)
-    pcfg = predict_config(OmegaConf.create({"run_dir": str(trained_sfno / "p")}), ckpt)
+    run, _ = trained_sfno
+    ckpt = checkpoint.read(run)
+    pcfg = predict_config(OmegaConf.create({"run_dir": str(run / "p")}), ckpt)
     task = build_task(pcfg, ckpt["neuropde"]["stats"])
     task.load_state_dict(ckpt["state_dict"])
     x, y = next(iter(build_datamodule(pcfg, progress=False).predict_dataloader("test")))
@@ -59,12 +68,12 @@ def test_refinement_lowers_the_residual_without_ground_truth(trained_sfno):
     # measured on the 2-core CPU: 0.75-0.84 of the error before, per trajectory
     assert (after < before).all() and (after / before).mean() < 0.92, (before, after)
     # the frozen part is untouched
-    after = checkpoint.read(trained_sfno)["state_dict"]
+    after = checkpoint.read(run)["state_dict"]
     assert all(torch.equal(v, task.state_dict()[k]) for k, v in after.items())
 
 
 def test_predict_reports_estimate_and_refined_error(trained_sfno, tmp_path):
-    m = predict(compose("predict", [f"ckpt={trained_sfno}", "refine.enabled=true", "refine.steps=20",
+    m = predict(compose("predict", [f"ckpt={trained_sfno[0]}", "refine.enabled=true", "refine.steps=20",
                                     f"run_dir={tmp_path}"]))
     for key in ("test/rel_l2", "test/rel_l2_refined", "estimate", "estimate_refined", "error",
                 "estimate_spearman", "seconds_per_refined_sample"):
