@@ -27,7 +27,7 @@ from neuropde.losses import rel_l2, rel_l2_per_frame
 from neuropde.nn.lora import TARGETS as LORA_TARGETS, add_lora
 from neuropde.tasks.base import BaseTask
 
-__all__ = ["LeMONTask", "adapt", "leave_one_out_context"]
+__all__ = ["LeMONTask", "leave_one_out_context"]
 
 STAGES = ("pretrain", "finetune", "meta")
 LOSSES = ("rel_l2", "mse")
@@ -437,14 +437,6 @@ class LeMONTask(BaseTask):
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
         """Every sample from its initial field and same-operator examples (:func:`predict_lemon`)."""
         return predict_lemon(self, datamodule, split, out, options)
-
-
-def adapt(task: LeMONTask, support: dict, steps: int | None = None, lr: float | None = None) -> dict[str, Tensor]:
-    """Few-shot adaptation of a (meta-)trained task's net to one operator; see :meth:`LeMONTask.adapt`.
-
-    Returns fast weights for :meth:`LeMONTask.predict_adapted` (or ``torch.func.functional_call``).
-    """
-    return task.adapt(support, steps, lr)
 
 
 def _math_attention():
