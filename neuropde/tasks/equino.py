@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from neuropde.errors import UserError
+from neuropde.losses import rel_l2
 from neuropde.models.equino import EquiNO, data_loss, energy_loss, relative_errors
 from neuropde.models.pod import PODBases
 from neuropde.pde.elasticity import ip_image, latin_hypercube
@@ -29,11 +30,6 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("physics", "data", "energy")
 STRESS = ("sxx", "syy", "sxy")
-
-
-def _rel(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-sample relative L2 over all trailing dimensions: (N, ...) -> (N,)."""
-    return (pred - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp_min(1e-300)
 
 
 class EquiNOTask(BaseTask):
@@ -194,8 +190,9 @@ class EquiNOTask(BaseTask):
         per_u, _ = relative_errors(self.net.displacement(E), batch["u_fluct"])
         with torch.enable_grad():
             C = self.tangent(E)
-        cols = {"stress": _rel(sig_n, batch["sigma"]), "sigma_bar": _rel(self(E), batch["sigma_bar"]),
-                "C_bar": _rel(C, batch["C_bar"])}
+        cols = {"stress": rel_l2(sig_n, batch["sigma"], reduce=False),
+                "sigma_bar": rel_l2(self(E), batch["sigma_bar"], reduce=False),
+                "C_bar": rel_l2(C, batch["C_bar"], reduce=False)}
         cols.update({f"rel_err_{c}": torch.from_numpy(per[:, i]) for i, c in enumerate(STRESS)})
         cols.update({f"rel_err_{c}": torch.from_numpy(per_u[:, i]) for i, c in enumerate(("ux", "uy"))})
         for k, v in cols.items():

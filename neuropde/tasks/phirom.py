@@ -30,6 +30,7 @@ from torch import nn
 
 from neuropde.data.generators import solver_1d
 from neuropde.errors import UserError
+from neuropde.losses import rel_l2_frames
 from neuropde.models.phirom import (LatentDynamics, dynamics_loss, fit_latent, gather_points,
                                     latent_velocity, random_subset, relative_l2, rollout)
 from neuropde.pde.stepping import solver_time_derivative
@@ -300,7 +301,7 @@ class PhiROMTask(BaseTask):
     def _evaluate(self, batch, stage: str) -> torch.Tensor:
         _, traj, mu = batch
         pred = self.forecast(traj[:, 0], traj.shape[1], mu if mu.shape[1] else None)
-        err = (pred - traj).flatten(2).norm(dim=2) / traj.flatten(2).norm(dim=2).clamp_min(1e-12)  # (B, T)
+        err = rel_l2_frames(pred, traj)  # (B, T)
         self._eval.setdefault("interp", []).append(err[:, 1:self.train_frames].mean(1))
         if traj.shape[1] > self.train_frames:
             self._eval.setdefault("extrap", []).append(err[:, self.train_frames:].mean(1))
