@@ -16,7 +16,8 @@ from neuropde.errors import UserError
 from neuropde.models.lemon import LeMONNet
 from neuropde.nn.lora import LoRALinear
 from neuropde.tasks.base import TrainingDiverged
-from neuropde.tasks.lemon import LeMONTask, leave_one_out_context
+from neuropde.tasks.lemon import LeMONTask
+from neuropde.tasks.lemon_meta import leave_one_out_context
 
 N, T = 32, 3
 OPT = {"_target_": "neuropde.optim.factories.adamw", "lr": 1e-3, "weight_decay": 0.0}
