@@ -135,22 +135,20 @@ class EquiNOTask(BaseTask):
         # the energy variant never uses the stress branch: leaving it out keeps L-BFGS's history clean
         return list(self.net.net_u.parameters()) if self.loss_name == "energy" else list(self.net.parameters())
 
-    def configure_optimizers(self):
-        from neuropde.optim import build_optimizer
+    def optimizer_batch_size(self) -> int:
+        return self.batch_size  # every device draws the same minibatch of macro strains
 
-        first = build_optimizer(self.optimizer_cfg, self.net, self.batch_size)
+    def scheduled_steps(self) -> int:
+        # the first stage only (L-BFGS keeps lr = 1); batches are not counted yet at this point
+        return max(self.adam_epochs * int(self.trainer.datamodule.cfg["loader"]["steps_per_epoch"]), 1)
+
+    def configure_optimizers(self):
+        first, sched = self.optimizer_and_scheduler()
         eps = torch.finfo(torch.float64).eps  # the iteration budget decides, as in the reference
         lbfgs = torch.optim.LBFGS(self.trained_parameters(), lr=1.0, max_iter=self.lbfgs_max_iter,
                                   history_size=self.lbfgs_history, line_search_fn="strong_wolfe",
                                   tolerance_grad=eps, tolerance_change=eps)
-        if not self.scheduler_cfg.get("_target_"):
-            return [first, lbfgs]
-        from hydra.utils import instantiate
-
-        steps = int(self.trainer.datamodule.cfg["loader"]["steps_per_epoch"])  # batches are not counted yet
-        total = self.adam_epochs * steps
-        sched = instantiate(self.scheduler_cfg, optimizer=first, total_steps=max(total, 1), _convert_="all")
-        return [first, lbfgs], [sched]
+        return [first, lbfgs] if sched is None else ([first, lbfgs], [sched])
 
     def training_step(self, batch, batch_idx):
         first, lbfgs = self.optimizers()
