@@ -24,6 +24,7 @@ from neuropde.models.equino import EquiNO, data_loss, energy_loss, relative_erro
 from neuropde.models.pod import PODBases
 from neuropde.pde.elasticity import ip_image, latin_hypercube
 from neuropde.tasks.base import BaseTask
+from neuropde.tasks.epoch_metrics import EpochMetrics
 from neuropde.tasks.pinn import step_generator
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ LOSSES = ("physics", "data", "energy")
 STRESS = ("sxx", "syy", "sxy")
 
 
-class EquiNOTask(BaseTask):
+class EquiNOTask(EpochMetrics, BaseTask):
     """Fit an :class:`~neuropde.models.equino.EquiNO` on one RVE.
 
     Parameters
@@ -196,31 +197,23 @@ class EquiNOTask(BaseTask):
         for k, v in cols.items():
             self._eval.setdefault(k, []).append(v.detach().double().cpu())
         if stage == "val" and "example" not in self._eval:
-            self._eval["example"] = tuple(ip_image(f[:1].cpu(), len(self.net.nodes)) for f in (batch["sigma"], sig_n))
+            # (1, 3, X, Y): σxx, σyy, σxy, for the plot callback
+            self._eval["example"] = tuple(ip_image(f[:1].cpu(), len(self.net.nodes)).float()
+                                          for f in (batch["sigma"], sig_n))
 
-    def _log_epoch(self, stage: str) -> None:
-        ev, self._eval = self._eval, {}
-        if not ev:
-            return
-        if "example" in ev:
-            truth, pred = ev.pop("example")
-            self.example = (truth.float(), pred.float())  # (1, 3, X, Y): σxx, σyy, σxy, for the plot callback
+    def epoch_metrics(self, ev: dict) -> dict[str, float]:
+        """Medians over the epoch's samples: ``rel_l2`` of the whole stress field, then
+        ``median_rel_err_*`` of each stress and displacement component, σ̄ and C̄."""
         med = {k: torch.cat(v).median().item() for k, v in ev.items()}
-        self.log(f"{stage}/rel_l2", med.pop("stress"), prog_bar=True)  # median over samples, whole stress field
-        for k, v in med.items():
-            self.log(f"{stage}/median_{k}" if k.startswith("rel_err") else f"{stage}/median_rel_err_{k}", v)
+        out = {"rel_l2": med.pop("stress")}
+        out.update({f"median_{k}" if k.startswith("rel_err") else f"median_rel_err_{k}": v for k, v in med.items()})
+        return out
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
         """σ_N, σ̄ and C̄ on the split's macro strains against FE (:func:`predict_equino`)."""
@@ -254,13 +247,13 @@ def predict_equino(task: EquiNOTask, dm, split: str, out, options: dict) -> dict
     sig_bar = task(E).detach()
     C_bar = task.tangent(E).detach()
     seconds = time.perf_counter() - start
-    ev = {k: torch.cat(v) for k, v in task._eval.items() if k != "example"}
+    ev = {k: v for k, v in task._eval.items() if k != "example"}
     task._eval = {}
-    metrics = {f"{split}/rel_l2": float(ev.pop("stress").median()), "split": split, "samples": len(E),
+    named = task.epoch_metrics(ev)  # the medians that validation and test log
+    metrics = {f"{split}/rel_l2": named.pop("rel_l2"), "split": split, "samples": len(E),
                "ckpt": options.get("ckpt"), "seconds_per_macro_point": seconds / len(E)}
-    metrics.update({f"{split}/median_{k}" if k.startswith("rel_err") else f"{split}/median_rel_err_{k}":
-                    float(v.median()) for k, v in ev.items()})
-    metrics["per_sample"] = {k: v.tolist() for k, v in ev.items()}
+    metrics.update({f"{split}/{k}": v for k, v in named.items()})
+    metrics["per_sample"] = {k: torch.cat(v).tolist() for k, v in ev.items() if k != "stress"}
     arrays = {"E_bar": E.cpu(), "sigma": sig_n, "sigma_fe": snaps["sigma"], "sigma_bar": sig_bar.cpu(),
               "sigma_bar_fe": snaps["sigma_bar"], "C_bar": C_bar.cpu(), "C_bar_fe": snaps["C_bar"]}
     write_outputs(out, metrics, arrays, {"split": split, "geometry": str(dm.cfg["generator"]["geometry"]),

@@ -35,6 +35,7 @@ from neuropde.models.phirom import (LatentDynamics, dynamics_loss, fit_latent, g
                                     latent_velocity, random_subset, relative_l2, rollout)
 from neuropde.pde.stepping import solver_time_derivative
 from neuropde.tasks.base import BaseTask
+from neuropde.tasks.epoch_metrics import EpochMetrics
 from neuropde.tasks.pinn import step_generator
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def loss_solver(data: dict):
     return solver_for_data(data)  # float64: (S(u) − u)/dt loses about eps·|u|/dt to cancellation
 
 
-class PhiROMTask(BaseTask):
+class PhiROMTask(EpochMetrics, BaseTask):
     """Φ-ROM on 1-D trajectories (``data=burgers``; ``kdv``/``ks`` work alike) and on 2-D
     Navier–Stokes vorticity (``data=ns2d``, ``ns2d_rom``, ``ns2d_rom_tiny``).
 
@@ -310,27 +311,21 @@ class PhiROMTask(BaseTask):
             self._eval["example"] = (traj[:1].cpu(), pred[:1].cpu())  # (1, T, n) space-time or (1, T, n, n) frames
         return pred
 
-    def _log_epoch(self, stage: str) -> None:
-        ev, self._eval = self._eval, {}
-        if not ev:
-            return
-        if "example" in ev:
-            self.example = ev.pop("example")
-        self.log(f"{stage}/rel_l2", torch.cat(ev["interp"]).mean(), prog_bar=True)
+    prog_bar = ("rel_l2", "rel_l2_extrap")
+
+    def epoch_metrics(self, ev: dict) -> dict[str, torch.Tensor]:
+        """Means over trajectories of the per-frame errors inside (``rel_l2``) and beyond
+        (``rel_l2_extrap``) the training horizon."""
+        out = {"rel_l2": torch.cat(ev["interp"]).mean()}
         if "extrap" in ev:
-            self.log(f"{stage}/rel_l2_extrap", torch.cat(ev["extrap"]).mean(), prog_bar=True)
+            out["rel_l2_extrap"] = torch.cat(ev["extrap"]).mean()
+        return out
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
         """Fit, roll out and decode every trajectory of the split (:func:`predict_phirom`)."""
