@@ -156,3 +156,21 @@ def test_compiled_full_batch_loss_matches_eager(data_root, tmp_path):
     assert task.compiled and compiled.item() == pytest.approx(eager.item(), rel=1e-10)
     for a, b in zip(g_compiled, (p.grad for p in task.net.parameters())):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_scheduler_spans_the_adam_stage_and_drives_adam_only(tmp_path):
+    """The base task instantiates the scheduler config; EquiNO gives it the Adam stage's steps
+    (adam_epochs × loader.steps_per_epoch) and keeps L-BFGS at lr = 1."""
+    from types import SimpleNamespace
+
+    from neuropde.run import build_task
+
+    cfg = compose("train", ["experiment=equino_tiny", "scheduler=cosine", "model.task.adam_epochs=3",
+                            f"run_dir={tmp_path}"])
+    task = build_task(cfg, None)
+    task._trainer = SimpleNamespace(datamodule=SimpleNamespace(cfg={"loader": {"steps_per_epoch": 7}}))
+    (first, lbfgs), (sched,) = task.configure_optimizers()
+    assert isinstance(lbfgs, torch.optim.LBFGS) and not isinstance(first, torch.optim.LBFGS)
+    assert sched["scheduler"].optimizer is first and sched["scheduler"].T_max == 21
+    assert lbfgs.param_groups[0]["lr"] == 1.0
+    task._trainer = None

@@ -80,14 +80,28 @@ class BaseTask(L.LightningModule):
         return x * self.out_std + self.out_mean
 
     def configure_optimizers(self):
+        opt, sched = self.optimizer_and_scheduler()
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+    def optimizer_and_scheduler(self):
+        """The configured optimizer and its scheduler (None for a constant learning rate): the one
+        place both configs are instantiated. A task that adds optimizers of its own (EquiNO's
+        L-BFGS stage) builds on this in its ``configure_optimizers``."""
         from neuropde.optim import build_optimizer
 
-        opt = build_optimizer(self.optimizer_cfg, self, effective_batch_size(self._trainer))
+        opt = build_optimizer(self.optimizer_cfg, self, self.optimizer_batch_size())
         if not self.scheduler_cfg.get("_target_"):
-            return opt
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        sched = instantiate(self.scheduler_cfg, optimizer=opt, total_steps=total, _convert_="all")
-        return {"optimizer": opt, "lr_scheduler": sched}
+            return opt, None
+        sched = instantiate(self.scheduler_cfg, optimizer=opt, total_steps=self.scheduled_steps(), _convert_="all")
+        return opt, sched
+
+    def optimizer_batch_size(self) -> int | None:
+        """Samples per optimizer step, for ``optimizer.batch_scaling``: by default the effective batch."""
+        return effective_batch_size(self._trainer)
+
+    def scheduled_steps(self) -> int:
+        """The steps the scheduler spans (its ``total_steps``): by default every optimizer step of the run."""
+        return int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
 
     def check_finite(self, loss: torch.Tensor) -> None:
         """Stop before a non-finite loss reaches the weights (and the checkpoints)."""

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from neuropde.errors import UserError
+from neuropde.losses import rel_l2
 from neuropde.models.equino import EquiNO, data_loss, energy_loss, relative_errors
 from neuropde.models.pod import PODBases
 from neuropde.pde.elasticity import ip_image, latin_hypercube
 from neuropde.tasks.base import BaseTask
+from neuropde.tasks.epoch_metrics import EpochMetrics
 from neuropde.tasks.pinn import step_generator
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,7 @@ LOSSES = ("physics", "data", "energy")
 STRESS = ("sxx", "syy", "sxy")
 
 
-def _rel(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """Per-sample relative L2 over all trailing dimensions: (N, ...) -> (N,)."""
-    return (pred - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp_min(1e-300)
-
-
-class EquiNOTask(BaseTask):
+class EquiNOTask(EpochMetrics, BaseTask):
     """Fit an :class:`~neuropde.models.equino.EquiNO` on one RVE.
 
     Parameters
@@ -139,22 +136,20 @@ class EquiNOTask(BaseTask):
         # the energy variant never uses the stress branch: leaving it out keeps L-BFGS's history clean
         return list(self.net.net_u.parameters()) if self.loss_name == "energy" else list(self.net.parameters())
 
-    def configure_optimizers(self):
-        from neuropde.optim import build_optimizer
+    def optimizer_batch_size(self) -> int:
+        return self.batch_size  # every device draws the same minibatch of macro strains
 
-        first = build_optimizer(self.optimizer_cfg, self.net, self.batch_size)
+    def scheduled_steps(self) -> int:
+        # the first stage only (L-BFGS keeps lr = 1); batches are not counted yet at this point
+        return max(self.adam_epochs * int(self.trainer.datamodule.cfg["loader"]["steps_per_epoch"]), 1)
+
+    def configure_optimizers(self):
+        first, sched = self.optimizer_and_scheduler()
         eps = torch.finfo(torch.float64).eps  # the iteration budget decides, as in the reference
         lbfgs = torch.optim.LBFGS(self.trained_parameters(), lr=1.0, max_iter=self.lbfgs_max_iter,
                                   history_size=self.lbfgs_history, line_search_fn="strong_wolfe",
                                   tolerance_grad=eps, tolerance_change=eps)
-        if not self.scheduler_cfg.get("_target_"):
-            return [first, lbfgs]
-        from hydra.utils import instantiate
-
-        steps = int(self.trainer.datamodule.cfg["loader"]["steps_per_epoch"])  # batches are not counted yet
-        total = self.adam_epochs * steps
-        sched = instantiate(self.scheduler_cfg, optimizer=first, total_steps=max(total, 1), _convert_="all")
-        return [first, lbfgs], [sched]
+        return [first, lbfgs] if sched is None else ([first, lbfgs], [sched])
 
     def training_step(self, batch, batch_idx):
         first, lbfgs = self.optimizers()
@@ -194,38 +189,31 @@ class EquiNOTask(BaseTask):
         per_u, _ = relative_errors(self.net.displacement(E), batch["u_fluct"])
         with torch.enable_grad():
             C = self.tangent(E)
-        cols = {"stress": _rel(sig_n, batch["sigma"]), "sigma_bar": _rel(self(E), batch["sigma_bar"]),
-                "C_bar": _rel(C, batch["C_bar"])}
+        cols = {"stress": rel_l2(sig_n, batch["sigma"], reduce=False),
+                "sigma_bar": rel_l2(self(E), batch["sigma_bar"], reduce=False),
+                "C_bar": rel_l2(C, batch["C_bar"], reduce=False)}
         cols.update({f"rel_err_{c}": torch.from_numpy(per[:, i]) for i, c in enumerate(STRESS)})
         cols.update({f"rel_err_{c}": torch.from_numpy(per_u[:, i]) for i, c in enumerate(("ux", "uy"))})
         for k, v in cols.items():
             self._eval.setdefault(k, []).append(v.detach().double().cpu())
         if stage == "val" and "example" not in self._eval:
-            self._eval["example"] = tuple(ip_image(f[:1].cpu(), len(self.net.nodes)) for f in (batch["sigma"], sig_n))
+            # (1, 3, X, Y): σxx, σyy, σxy, for the plot callback
+            self._eval["example"] = tuple(ip_image(f[:1].cpu(), len(self.net.nodes)).float()
+                                          for f in (batch["sigma"], sig_n))
 
-    def _log_epoch(self, stage: str) -> None:
-        ev, self._eval = self._eval, {}
-        if not ev:
-            return
-        if "example" in ev:
-            truth, pred = ev.pop("example")
-            self.example = (truth.float(), pred.float())  # (1, 3, X, Y): σxx, σyy, σxy, for the plot callback
+    def epoch_metrics(self, ev: dict) -> dict[str, float]:
+        """Medians over the epoch's samples: ``rel_l2`` of the whole stress field, then
+        ``median_rel_err_*`` of each stress and displacement component, σ̄ and C̄."""
         med = {k: torch.cat(v).median().item() for k, v in ev.items()}
-        self.log(f"{stage}/rel_l2", med.pop("stress"), prog_bar=True)  # median over samples, whole stress field
-        for k, v in med.items():
-            self.log(f"{stage}/median_{k}" if k.startswith("rel_err") else f"{stage}/median_rel_err_{k}", v)
+        out = {"rel_l2": med.pop("stress")}
+        out.update({f"median_{k}" if k.startswith("rel_err") else f"median_rel_err_{k}": v for k, v in med.items()})
+        return out
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
         """σ_N, σ̄ and C̄ on the split's macro strains against FE (:func:`predict_equino`)."""
@@ -259,13 +247,13 @@ def predict_equino(task: EquiNOTask, dm, split: str, out, options: dict) -> dict
     sig_bar = task(E).detach()
     C_bar = task.tangent(E).detach()
     seconds = time.perf_counter() - start
-    ev = {k: torch.cat(v) for k, v in task._eval.items() if k != "example"}
+    ev = {k: v for k, v in task._eval.items() if k != "example"}
     task._eval = {}
-    metrics = {f"{split}/rel_l2": float(ev.pop("stress").median()), "split": split, "samples": len(E),
+    named = task.epoch_metrics(ev)  # the medians that validation and test log
+    metrics = {f"{split}/rel_l2": named.pop("rel_l2"), "split": split, "samples": len(E),
                "ckpt": options.get("ckpt"), "seconds_per_macro_point": seconds / len(E)}
-    metrics.update({f"{split}/median_{k}" if k.startswith("rel_err") else f"{split}/median_rel_err_{k}":
-                    float(v.median()) for k, v in ev.items()})
-    metrics["per_sample"] = {k: v.tolist() for k, v in ev.items()}
+    metrics.update({f"{split}/{k}": v for k, v in named.items()})
+    metrics["per_sample"] = {k: torch.cat(v).tolist() for k, v in ev.items() if k != "stress"}
     arrays = {"E_bar": E.cpu(), "sigma": sig_n, "sigma_fe": snaps["sigma"], "sigma_bar": sig_bar.cpu(),
               "sigma_bar_fe": snaps["sigma_bar"], "C_bar": C_bar.cpu(), "C_bar_fe": snaps["C_bar"]}
     write_outputs(out, metrics, arrays, {"split": split, "geometry": str(dm.cfg["generator"]["geometry"]),

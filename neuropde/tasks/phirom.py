@@ -30,10 +30,12 @@ from torch import nn
 
 from neuropde.data.generators import solver_1d
 from neuropde.errors import UserError
+from neuropde.losses import rel_l2_frames
 from neuropde.models.phirom import (LatentDynamics, dynamics_loss, fit_latent, gather_points,
                                     latent_velocity, random_subset, relative_l2, rollout)
 from neuropde.pde.stepping import solver_time_derivative
 from neuropde.tasks.base import BaseTask
+from neuropde.tasks.epoch_metrics import EpochMetrics
 from neuropde.tasks.pinn import step_generator
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def loss_solver(data: dict):
     return solver_for_data(data)  # float64: (S(u) − u)/dt loses about eps·|u|/dt to cancellation
 
 
-class PhiROMTask(BaseTask):
+class PhiROMTask(EpochMetrics, BaseTask):
     """Φ-ROM on 1-D trajectories (``data=burgers``; ``kdv``/``ks`` work alike) and on 2-D
     Navier–Stokes vorticity (``data=ns2d``, ``ns2d_rom``, ``ns2d_rom_tiny``).
 
@@ -300,7 +302,7 @@ class PhiROMTask(BaseTask):
     def _evaluate(self, batch, stage: str) -> torch.Tensor:
         _, traj, mu = batch
         pred = self.forecast(traj[:, 0], traj.shape[1], mu if mu.shape[1] else None)
-        err = (pred - traj).flatten(2).norm(dim=2) / traj.flatten(2).norm(dim=2).clamp_min(1e-12)  # (B, T)
+        err = rel_l2_frames(pred, traj)  # (B, T)
         self._eval.setdefault("interp", []).append(err[:, 1:self.train_frames].mean(1))
         if traj.shape[1] > self.train_frames:
             self._eval.setdefault("extrap", []).append(err[:, self.train_frames:].mean(1))
@@ -309,27 +311,21 @@ class PhiROMTask(BaseTask):
             self._eval["example"] = (traj[:1].cpu(), pred[:1].cpu())  # (1, T, n) space-time or (1, T, n, n) frames
         return pred
 
-    def _log_epoch(self, stage: str) -> None:
-        ev, self._eval = self._eval, {}
-        if not ev:
-            return
-        if "example" in ev:
-            self.example = ev.pop("example")
-        self.log(f"{stage}/rel_l2", torch.cat(ev["interp"]).mean(), prog_bar=True)
+    prog_bar = ("rel_l2", "rel_l2_extrap")
+
+    def epoch_metrics(self, ev: dict) -> dict[str, torch.Tensor]:
+        """Means over trajectories of the per-frame errors inside (``rel_l2``) and beyond
+        (``rel_l2_extrap``) the training horizon."""
+        out = {"rel_l2": torch.cat(ev["interp"]).mean()}
         if "extrap" in ev:
-            self.log(f"{stage}/rel_l2_extrap", torch.cat(ev["extrap"]).mean(), prog_bar=True)
+            out["rel_l2_extrap"] = torch.cat(ev["extrap"]).mean()
+        return out
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
         """Fit, roll out and decode every trajectory of the split (:func:`predict_phirom`)."""

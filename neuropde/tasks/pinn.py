@@ -15,6 +15,7 @@ from neuropde.errors import UserError
 from neuropde.models.sdgd_pinn import ESTIMATORS, residual_loss
 from neuropde.pde.highdim import BallProblem, sample_ball
 from neuropde.tasks.base import BaseTask
+from neuropde.tasks.epoch_metrics import EpochMetrics
 
 
 def step_generator(seed: int, step: int, device) -> torch.Generator:
@@ -34,7 +35,7 @@ def sphere_chart(dim: int, radius: float, n: int = 48, seed: int = 0) -> torch.T
     return radius * x / x.norm(dim=-1, keepdim=True)
 
 
-class SDGDTask(BaseTask):
+class SDGDTask(EpochMetrics, BaseTask):
     """Train a :class:`~neuropde.models.sdgd_pinn.BallPINN` by stochastic dimension gradient descent.
 
     Parameters
@@ -65,7 +66,7 @@ class SDGDTask(BaseTask):
         self.estimator, self.batch_dims, self.dim_chunk = estimator, int(batch_dims), dim_chunk
         self.residual_points = int(residual_points)
         self.persistence = False
-        self._sums: dict[str, torch.Tensor] = {}
+        self._eval: dict[str, torch.Tensor] = {}  # running sums over the epoch's points
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """u_θ at points: (n, d) -> (n,)."""
@@ -99,31 +100,24 @@ class SDGDTask(BaseTask):
             r = self.exact_residual(x[:self.residual_points])
             sums.update(res2=(r * r).sum(), nres=torch.tensor(float(r.numel()), device=x.device))
         for k, v in sums.items():
-            self._sums[k] = self._sums.get(k, 0) + v.detach().double()
+            self._eval[k] = self._eval.get(k, 0) + v.detach().double()
 
-    def _log_epoch(self, stage: str) -> None:
-        s, self._sums = self._sums, {}
-        if not s:
-            return
+    def epoch_metrics(self, s: dict) -> dict[str, torch.Tensor]:
+        """Relative L2 and L1 errors over all the epoch's points (ratios of sums, summed over
+        devices too) and the RMS of the exact residual on the first batch's points."""
         s = {k: self.all_gather(v).sum() if self.trainer.world_size > 1 else v for k, v in s.items()}
-        self.log(f"{stage}/rel_l2", (s["err2"] / s["ref2"]).sqrt().float(), prog_bar=True)
-        self.log(f"{stage}/rel_l1", (s["err1"] / s["ref1"]).float())
+        out = {"rel_l2": (s["err2"] / s["ref2"]).sqrt().float(), "rel_l1": (s["err1"] / s["ref1"]).float()}
         if "res2" in s:
-            self.log(f"{stage}/residual_rms", (s["res2"] / s["nres"]).sqrt().float())
+            out["residual_rms"] = (s["res2"] / s["nres"]).sqrt().float()
+        return out
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "val")
         if batch_idx == 0:  # read by the plotting callback at the end of the epoch
             self.example = self.chart_example()
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def median_radius(self) -> float:
         """Half of the evaluation points lie inside this radius."""
@@ -154,7 +148,7 @@ def predict_pinn(task: SDGDTask, dm, split: str, out, options: dict) -> dict:
         raise UserError(f"the checkpoint's network takes {task.problem.dim}-dimensional points and the data has "
                         f"dim={dm.problem.dim}: a PINN solves one dimension; predict with data.dim={task.problem.dim}")
     preds, exacts, radii = [], [], []
-    task._sums = {}
+    task._eval = {}
     for k, (x, u) in enumerate(tqdm(dm.predict_dataloader(split), desc=f"predict {split}")):
         x, u = x.to(task.device), u.to(task.device)
         task._evaluate((x, u), k, split)
@@ -162,7 +156,7 @@ def predict_pinn(task: SDGDTask, dm, split: str, out, options: dict) -> dict:
             preds.append(task.net(x).cpu())
         exacts.append(u.cpu())
         radii.append(x.norm(dim=1).cpu())
-    s = task._sums
+    s = task._eval
     pred, exact, radius = torch.cat(preds), torch.cat(exacts), torch.cat(radii)
     metrics = {f"{split}/rel_l2": float((s["err2"] / s["ref2"]).sqrt()),
                f"{split}/rel_l1": float(s["err1"] / s["ref1"]),
