@@ -1,7 +1,11 @@
 """neuropde: neural operators and physics-informed learning with Lightning and Hydra."""
+from pathlib import Path
+
 from omegaconf import OmegaConf
 
 __version__ = "0.1.0"
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs every part is named in
 
 # ${neuropde.repeat:16,2} -> [16, 16]: per-axis settings (Fourier modes) from the data's dimension.
 OmegaConf.register_new_resolver("neuropde.repeat", lambda value, n: [value] * int(n), replace=True)

@@ -17,7 +17,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from neuropde import __version__, checkpoint
+from neuropde import CONF_DIR, __version__, checkpoint
 from neuropde.callbacks.build import check_packages
 from neuropde.data.generators import ensure_generated
 from neuropde.cpu_memory import keep_freed_memory
@@ -26,7 +26,6 @@ from neuropde.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 # --------------------------------------------------------------------------------------- helpers

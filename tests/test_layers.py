@@ -16,6 +16,9 @@ FORBIDDEN = [
     ("pde", ("models", "tasks", "data", "run")),
     ("nn", ("models", "tasks", "run")),
     ("models", ("tasks", "run")),
+    ("tasks", ("run",)),
+    ("callbacks", ("tasks", "run")),
+    ("solvers", ("tasks", "run")),
 ]
 
 

@@ -29,7 +29,7 @@ OPTIONAL = {
 
 def _group_file(group: str, name: str) -> DictConfig:
     """``conf/<group>/<name>.yaml`` as written (no defaults list followed); an unknown name is refused."""
-    from neuropde.run import CONF_DIR
+    from neuropde import CONF_DIR
 
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.exists():
