@@ -7,5 +7,16 @@ __version__ = "0.1.0"
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs every part is named in
 
+
+def load(path, device=None):
+    """The trained model at ``path``: a checkpoint file, a run dir, a pretrained folder or a Hub
+    id. See :func:`neuropde.pretrained.load`. (Imported on first use: ``import neuropde`` stays light.)"""
+    from neuropde.pretrained import load as _load
+
+    return _load(path, device=device)
+
+
+__all__ = ["load", "__version__", "CONF_DIR"]
+
 # ${neuropde.repeat:16,2} -> [16, 16]: per-axis settings (Fourier modes) from the data's dimension.
 OmegaConf.register_new_resolver("neuropde.repeat", lambda value, n: [value] * int(n), replace=True)

@@ -19,6 +19,8 @@ def resolve_path(path: str | Path, prefer: str = "best") -> Path:
     predictions and weights), or ``checkpoints/last.ckpt`` with ``prefer="last"`` (for resuming:
     the best epoch may lie epochs before the end), the other one when only that exists."""
     p = Path(path).expanduser()
+    if p.is_dir() and (p / "model.safetensors").is_file():  # a pretrained folder (neuropde.pretrained)
+        return p
     if p.is_dir():
         names = ("best.ckpt", "last.ckpt") if prefer == "best" else ("last.ckpt", "best.ckpt")
         for cand in (*(p / "checkpoints" / n for n in names), *(p / n for n in names)):
@@ -31,8 +33,13 @@ def resolve_path(path: str | Path, prefer: str = "best") -> Path:
 
 
 def read(path: str | Path) -> dict:
-    """Load a neuropde checkpoint dict on the CPU, with one clear error line when it can't be used."""
+    """Load a neuropde checkpoint dict on the CPU, with one clear error line when it can't be used.
+    A pretrained folder gives the same dict (its weights, config and statistics), read without pickle."""
     p = resolve_path(path)
+    if p.is_dir():
+        from neuropde.pretrained import read_pretrained
+
+        return read_pretrained(p)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle: all the same to the user

@@ -307,6 +307,9 @@ def train(cfg: DictConfig) -> dict:
         log.info("resume=auto: %s", f"continuing from {resume}" if resume else "nothing to continue, a new run")
     elif cfg.get("resume"):
         resume = str(checkpoint.resolve_path(cfg.resume, prefer="last"))
+        if Path(resume).is_dir():
+            raise UserError(f"resume={cfg.resume} is a pretrained folder, which keeps no optimizer state to "
+                            "continue: start from its weights with init_from= instead")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     write_config(cfg, out)
 

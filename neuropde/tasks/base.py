@@ -55,6 +55,29 @@ class BaseTask(L.LightningModule):
         module_class = import_target(target, "data._target_", "the data modules shipped are named in conf/data/*.yaml")
         return module_class(data, root, progress=progress, seed=int(cfg.get("seed", 0)))
 
+    def save_pretrained(self, directory, metrics: dict | None = None):
+        """Write this trained model as a folder without pickles (config.yaml, model.safetensors,
+        neuropde.json, README.md) that :func:`neuropde.load` and ``predict.py ckpt=`` take."""
+        from neuropde.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, metrics)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
+        """Lightning's entry point, answered by :func:`neuropde.load` (a neuropde task is rebuilt from
+        the config its checkpoint carries; Lightning's own version would need every constructor
+        argument, the network included)."""
+        from neuropde.pretrained import load
+
+        if kwargs:
+            raise UserError(f"{cls.__name__}.load_from_checkpoint takes no overrides ({', '.join(kwargs)}): "
+                            "the checkpoint's config rebuilds the model; edit it with init_from= in train.py")
+        task = load(checkpoint_path, device=map_location)
+        if not isinstance(task, cls):
+            raise UserError(f"{checkpoint_path} holds a {type(task).__name__}, not a {cls.__name__}: "
+                            "load it with neuropde.load")
+        return task
+
     def predict_split(self, datamodule, split: str, out, options: dict) -> dict:
         """``predict.py``: predict ``split`` of ``datamodule``, write ``predictions.h5``,
         ``metrics.json`` and plots into ``out``, return the metrics.
