@@ -143,10 +143,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (the data are the same for every seed)")
     p.add_argument("--no-timing", action="store_true", help="skip the factorized-vs-reconstructed timing")
     p.add_argument("--resolution", type=int, default=None, help="with --memory-only: the field size (default: the data's)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="another training budget than the mode's (-> results/<mode>_e<N>.json, runs/<mode>_e<N>/)")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tag = mode + (f"_seed{args.seed}" if args.seed else "")  # seed 0: results/<mode>.json, runs/<mode>/
+    # seed 0 and the mode's budget: results/<mode>.json, runs/<mode>/
+    tag = mode + (f"_seed{args.seed}" if args.seed else "") + (f"_e{args.epochs}" if args.epochs else "")
+    if args.epochs:
+        MODES[mode] = [o for o in MODES[mode] if not o.startswith("trainer.max_epochs=")] + \
+            [f"trainer.max_epochs={args.epochs}"]
     out_file = HERE / "results" / f"{tag}{'_memory' if args.memory_only else ''}.json"
     keys = ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")
     results = json.loads(out_file.read_text()) if out_file.exists() and not args.memory_only else {}
