@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import neuropde
 from tests.conftest import ROOT
 
 # ~25 s on 2 cores (a build, a venv, a training run and a prediction): in the default suite
@@ -32,6 +33,7 @@ def test_wheel_installs_and_its_console_scripts_train_and_predict(tmp_path):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp_path / "dist", ".", cwd=src)
     wheel = next((tmp_path / "dist").glob("neuropde-*.whl"))
+    assert wheel.name.startswith(f"neuropde-{neuropde.__version__}-")  # pyproject's version is the package's
 
     # torch, lightning & co. come from this interpreter's site-packages; neuropde only from the wheel
     venv = tmp_path / "venv"
