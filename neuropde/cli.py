@@ -4,11 +4,33 @@ scripts of the installed package) and the repository's ``train.py``, ``predict.p
 ``--help`` and the README.
 """
 import sys
+import textwrap
+from pathlib import Path
 
 import hydra
+from omegaconf import OmegaConf
 
 from neuropde import CONF_DIR
 from neuropde.errors import main_guard
+
+
+def _command() -> str:
+    """The command as the user typed it, for ``--help``: ``python train.py`` or ``neuropde-train``."""
+    prog = Path(sys.argv[0]).name
+    return f"python {prog}" if prog.endswith(".py") else prog
+
+
+def _options(group: str) -> str:
+    """The options of ``conf/<group>/`` for ``--help``, wrapped under the group's line (read from
+    the files so that a new family or data set is listed without editing the help text)."""
+    names = ", ".join(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+    indent = " " * 14  # where the templates put the list
+    return textwrap.fill(names, width=96, initial_indent=indent, subsequent_indent=indent).lstrip()
+
+
+# the help templates (conf/hydra/help/*.yaml) use these
+OmegaConf.register_new_resolver("neuropde.command", _command, replace=True)
+OmegaConf.register_new_resolver("neuropde.options", _options, replace=True)
 
 # Hydra names the job (log file, --help) after the module of the task function, here "cli":
 # each config sets hydra.job.name to its script's name instead.

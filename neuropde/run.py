@@ -270,9 +270,18 @@ def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
     # where logs go and which callbacks watch do not change what is trained
     old, new = (_flat({k: v for k, v in c.items() if k not in ("resume", "run_dir", "logger", "callbacks")})
                 for c in (yaml.safe_load(stored.read_text()) or {}, to_dict(cfg)))
-    # names a run dir of an older version did not store (data._target_, ...) are not a difference
+    # names a run dir of an older version did not store are not a difference: data._target_,
+    # trainer options at Lightning's default (conf/trainer/default.yaml lists more now)
+    import inspect
+
+    lightning_default = {f"trainer.{k}": p.default for k, p in inspect.signature(L.Trainer.__init__).parameters.items()}
+
+    def new_name(k: str) -> bool:
+        return k not in old and (k.rsplit(".", 1)[-1] == "_target_"
+                                 or (k in lightning_default and new[k] == lightning_default[k]))
+
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>")
-                    and not (k not in old and k.rsplit(".", 1)[-1] == "_target_"))
+                    and not new_name(k))
     if differ:
         raise UserError(f"resume=auto: {out} holds a run of another config (differs in {', '.join(differ[:4])}"
                         f"{', …' if len(differ) > 4 else ''}); give another run dir, or resume=<checkpoint> "
