@@ -1,5 +1,6 @@
 """Train -> checkpoint -> predict, resume, init_from and bad input, through neuropde.run."""
 import json
+import logging
 from contextlib import contextmanager
 
 import lightning as L
@@ -184,6 +185,43 @@ def test_common_trainer_options_override_without_a_plus():
     args = run_module.trainer_arguments(cfg)  # every listed key is a Trainer argument (checked there)
     assert args["accumulate_grad_batches"] == 4 and args["val_check_interval"] == 0.5
     assert args["precision"] == "bf16-mixed" and args["log_every_n_steps"] == 5
+
+def test_without_cuda_a_missing_gpu_sized_data_set_gets_one_hint_first(tmp_path, monkeypatch, caplog):
+    """The new user's first command on a laptop: one warning with the cost and the CPU-sized
+    command, before any data is generated; then the run goes on as asked."""
+    monkeypatch.setenv("NEUROPDE_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def generating(*args, **kwargs):
+        raise RuntimeError("reached data generation")
+
+    monkeypatch.setattr(run_module, "build_datamodule", generating)
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="reached data generation"):
+        train(compose("train", ["model=sfno", "data=ns2d", f"run_dir={tmp_path / 'run'}"]))
+    hints = [r.getMessage() for r in caplog.records if "no CUDA device" in r.getMessage()]
+    assert len(hints) == 1, caplog.messages
+    assert "1152+64+64 trajectories at 256²" in hints[0] and "python train.py experiment=sfno_quick" in hints[0]
+
+
+def test_the_cpu_hint_stays_silent_with_cuda_a_cpu_sized_set_or_the_set_on_disk(tmp_path, monkeypatch, caplog):
+    from neuropde.data.generators import ensure_generated
+
+    monkeypatch.setenv("NEUROPDE_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    tiny = compose("train", ["experiment=fno_tiny", "data.cpu_hint=costly"])  # ns2d_tiny
+
+    def hinted(cfg) -> bool:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            run_module.cpu_hint(cfg)
+        return any("no CUDA device: costly" in m for m in caplog.messages)
+
+    assert hinted(tiny)  # missing on disk, no CUDA
+    assert not hinted(compose("train", ["model=sfno", "data=ns2d_small"]))  # CPU-sized: no hint in its config
+    ensure_generated(run_module.to_dict(tiny.data), tmp_path / "datasets", progress=False)
+    assert not hinted(tiny)  # on disk: only the training is left, as asked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not hinted(compose("train", ["model=sfno", "data=ns2d"]))
 
 # These families assert their accuracy in their own test files (phirom: test_phirom_task's bound on a
 # working model; equino: test_equino_task's median stress errors; lemon: test_lemon's errors against
