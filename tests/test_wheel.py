@@ -49,6 +49,9 @@ def test_wheel_installs_and_its_console_scripts_train_and_predict(tmp_path):
                 cwd=work, env=env).stdout.split()
     assert all(Path(p).is_relative_to(venv) for p in where), where  # the wheel's copy, conf/ inside it
 
+    usage = _sh(bin_ / "neuropde-generate", "--help", cwd=work, env=env).stdout
+    assert "Usage: neuropde-generate data=<name>" in usage and "ns2d_small" in usage  # the packaged conf/
+
     _sh(bin_ / "neuropde-train", "experiment=fno_tiny", "hydra.run.dir=run", cwd=work, env=env)
     assert (work / "run" / "checkpoints" / "best.ckpt").exists() and (work / "run" / "train.log").exists()
     trained = json.loads((work / "run" / "metrics.json").read_text())["test/rel_l2"]
