@@ -3,9 +3,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source: pyproject.toml reads it, checkpoints record it (CHANGELOG.md)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # the Hydra configs every part is named in
+
+
+def _conf_dir() -> Path:
+    """The Hydra configs every part is named in: ``neuropde/conf`` in an installed wheel (the
+    build copies the repository's ``conf/`` there, see ``setup.py``), else the checkout's ``conf/``."""
+    package = Path(__file__).resolve().parent
+    return package / "conf" if (package / "conf").is_dir() else package.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def load(path, device=None):

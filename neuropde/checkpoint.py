@@ -39,7 +39,7 @@ def read(path: str | Path) -> dict:
     if p.is_dir():
         from neuropde.pretrained import read_pretrained
 
-        return read_pretrained(p)
+        return _check_version(read_pretrained(p), p)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, wrong format, unsafe pickle: all the same to the user
@@ -48,6 +48,27 @@ def read(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or "neuropde" not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{p} is not a neuropde checkpoint (no config inside); "
                               "checkpoints come from `python train.py`")
+    return _check_version(ckpt, p)
+
+
+def _major(version) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return None
+
+
+def _check_version(ckpt: dict, path: Path) -> dict:
+    """Warn when the checkpoint was written by a newer major version of neuropde: its config may
+    name options or parts this version lacks, or mean them differently (see CHANGELOG.md). Older
+    checkpoints are this version's to read, so they pass in silence."""
+    from neuropde import __version__
+
+    written = (ckpt.get("neuropde") or {}).get("version")
+    theirs, ours = _major(written), _major(__version__)
+    if theirs is not None and ours is not None and theirs > ours:
+        log.warning("%s was written by neuropde %s, a newer major version than this one (%s): it may not load "
+                    "or may behave differently; upgrade with pip install -U neuropde", path, written, __version__)
     return ckpt
 
 

@@ -39,3 +39,9 @@ def _multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def below_warning() -> Callable[[logging.LogRecord], bool]:
+    """A logging filter for the scripts' stdout handler (``conf/hydra/job_logging/neuropde.yaml``):
+    progress there, warnings and errors to stderr only."""
+    return lambda record: record.levelno < logging.WARNING

@@ -270,9 +270,18 @@ def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
     # where logs go and which callbacks watch do not change what is trained
     old, new = (_flat({k: v for k, v in c.items() if k not in ("resume", "run_dir", "logger", "callbacks")})
                 for c in (yaml.safe_load(stored.read_text()) or {}, to_dict(cfg)))
-    # names a run dir of an older version did not store (data._target_, ...) are not a difference
+    # names a run dir of an older version did not store are not a difference: data._target_, the
+    # data's cpu_hint, trainer options at Lightning's default (conf/trainer/default.yaml lists more now)
+    import inspect
+
+    lightning_default = {f"trainer.{k}": p.default for k, p in inspect.signature(L.Trainer.__init__).parameters.items()}
+
+    def new_name(k: str) -> bool:
+        return k not in old and (k.rsplit(".", 1)[-1] in ("_target_", "cpu_hint")
+                                 or (k in lightning_default and new[k] == lightning_default[k]))
+
     differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>")
-                    and not (k not in old and k.rsplit(".", 1)[-1] == "_target_"))
+                    and not new_name(k))
     if differ:
         raise UserError(f"resume=auto: {out} holds a run of another config (differs in {', '.join(differ[:4])}"
                         f"{', …' if len(differ) > 4 else ''}); give another run dir, or resume=<checkpoint> "
@@ -281,6 +290,25 @@ def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
         return None, json.loads((out / "metrics.json").read_text())
     last = out / "checkpoints" / "last.ckpt"
     return (str(last), None) if last.exists() else (None, None)
+
+
+def cpu_hint(cfg: DictConfig) -> None:
+    """Without CUDA, a GPU-sized data set that is not on disk yet (its config's ``cpu_hint`` says
+    what making it costs) gets one warning line with that cost and the CPU-sized command of this
+    model (``experiment=<family>_quick``) before the run goes on as asked: a new user on a laptop
+    would otherwise watch a progress bar with an ETA of hours and learn nothing else."""
+    hint = cfg.data.get("cpu_hint")
+    if not hint or torch.cuda.is_available() or "generator" not in cfg.data:
+        return
+    from neuropde.data.generators import data_store
+
+    store = data_store(to_dict(cfg.data), data_root(cfg))
+    if all(store.is_complete(split, verify=False) for split in SPLITS):
+        return
+    quick = f"{cfg.model.family}_quick"
+    command = (f"python train.py experiment={quick}" if (CONF_DIR / "experiment" / f"{quick}.yaml").exists()
+               else "python train.py experiment=<family>_quick (conf/experiment/)")
+    log.warning("no CUDA device: %s. A CPU-sized run (minutes): %s. Going on as asked.", hint, command)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -312,6 +340,7 @@ def train(cfg: DictConfig) -> dict:
                             "continue: start from its weights with init_from= instead")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     write_config(cfg, out)
+    cpu_hint(cfg)  # before a GPU-sized data set is generated on a CPU
 
     dm = build_datamodule(cfg)
     dm.prepare_data()

@@ -233,7 +233,7 @@ def test_every_family_takes_two_steps_with_every_optimizer(family, optimizer, da
     from tests.conftest import compose
 
     cfg = compose("train", [f"experiment={family}_tiny", f"optimizer={optimizer}", "trainer.max_epochs=1",
-                            "+trainer.limit_train_batches=2", "logger=none", f"run_dir={tmp_path}"])
+                            "trainer.limit_train_batches=2", "logger=none", f"run_dir={tmp_path}"])
     if optimizer == "adapre_lora":  # updates LoRA factors, which these families do not have
         from neuropde.errors import UserError
 
@@ -260,7 +260,7 @@ def test_learning_rate_follows_the_effective_batch(data_root, tmp_path):
         lr_batch_factor("sqrt", None, 16)
     # ns2d_tiny trains with batch 4: linear scaling from a reference of 2 doubles every group's lr
     train(compose("train", ["experiment=fno_tiny", "optimizer=muon", "scheduler=none", "trainer.max_epochs=1",
-                            "+trainer.limit_train_batches=1", "optimizer.batch_scaling=linear",
+                            "trainer.limit_train_batches=1", "optimizer.batch_scaling=linear",
                             "optimizer.reference_batch_size=2", "logger=none", f"run_dir={tmp_path}"]))
     state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["optimizer_states"][0]
     lrs = [g["lr"] for member in state["members"].values() for g in member["param_groups"]]

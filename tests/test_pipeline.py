@@ -1,5 +1,6 @@
 """Train -> checkpoint -> predict, resume, init_from and bad input, through neuropde.run."""
 import json
+import logging
 from contextlib import contextmanager
 
 import lightning as L
@@ -162,6 +163,66 @@ def test_resume_auto_continues_a_cut_run_and_skips_a_finished_one(data_root, tmp
         train(compose("train", base + ["optimizer.lr=0.5"]))
 
 
+def test_resume_auto_takes_a_run_dir_written_before_trainer_options_were_listed(tmp_path):
+    """conf/trainer/default.yaml lists more of Lightning's options (at their defaults) than older
+    run dirs stored: those are no difference; a non-default value of one still is."""
+    cfg = compose("train", ["experiment=fno_tiny", "resume=auto", f"run_dir={tmp_path}"])
+    stored = run_module.to_dict(cfg)
+    for key in ("num_nodes", "max_steps", "val_check_interval", "accumulate_grad_batches"):
+        del stored["trainer"][key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(stored))
+    (tmp_path / "metrics.json").write_text('{"test/rel_l2": 0.5}')
+    assert run_module.auto_resume(cfg, tmp_path) == (None, {"test/rel_l2": 0.5})
+    cfg = compose("train", ["experiment=fno_tiny", "resume=auto", "trainer.accumulate_grad_batches=2"])
+    with pytest.raises(UserError, match=r"differs in trainer.accumulate_grad_batches"):
+        run_module.auto_resume(cfg, tmp_path)
+
+
+def test_common_trainer_options_override_without_a_plus():
+    cfg = compose("train", ["experiment=fno_tiny", "trainer.accumulate_grad_batches=4", "trainer.num_nodes=1",
+                            "trainer.val_check_interval=0.5", "trainer.precision=bf16-mixed",
+                            "trainer.log_every_n_steps=5", "trainer.gradient_clip_val=1.0"])
+    args = run_module.trainer_arguments(cfg)  # every listed key is a Trainer argument (checked there)
+    assert args["accumulate_grad_batches"] == 4 and args["val_check_interval"] == 0.5
+    assert args["precision"] == "bf16-mixed" and args["log_every_n_steps"] == 5
+
+def test_without_cuda_a_missing_gpu_sized_data_set_gets_one_hint_first(tmp_path, monkeypatch, caplog):
+    """The new user's first command on a laptop: one warning with the cost and the CPU-sized
+    command, before any data is generated; then the run goes on as asked."""
+    monkeypatch.setenv("NEUROPDE_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    def generating(*args, **kwargs):
+        raise RuntimeError("reached data generation")
+
+    monkeypatch.setattr(run_module, "build_datamodule", generating)
+    with caplog.at_level(logging.WARNING), pytest.raises(RuntimeError, match="reached data generation"):
+        train(compose("train", ["model=sfno", "data=ns2d", f"run_dir={tmp_path / 'run'}"]))
+    hints = [r.getMessage() for r in caplog.records if "no CUDA device" in r.getMessage()]
+    assert len(hints) == 1, caplog.messages
+    assert "1152+64+64 trajectories at 256²" in hints[0] and "python train.py experiment=sfno_quick" in hints[0]
+
+
+def test_the_cpu_hint_stays_silent_with_cuda_a_cpu_sized_set_or_the_set_on_disk(tmp_path, monkeypatch, caplog):
+    from neuropde.data.generators import ensure_generated
+
+    monkeypatch.setenv("NEUROPDE_DATASETS", str(tmp_path / "datasets"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    tiny = compose("train", ["experiment=fno_tiny", "data.cpu_hint=costly"])  # ns2d_tiny
+
+    def hinted(cfg) -> bool:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            run_module.cpu_hint(cfg)
+        return any("no CUDA device: costly" in m for m in caplog.messages)
+
+    assert hinted(tiny)  # missing on disk, no CUDA
+    assert not hinted(compose("train", ["model=sfno", "data=ns2d_small"]))  # CPU-sized: no hint in its config
+    ensure_generated(run_module.to_dict(tiny.data), tmp_path / "datasets", progress=False)
+    assert not hinted(tiny)  # on disk: only the training is left, as asked
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not hinted(compose("train", ["model=sfno", "data=ns2d"]))
+
 # These families assert their accuracy in their own test files (phirom: test_phirom_task's bound on a
 # working model; equino: test_equino_task's median stress errors; lemon: test_lemon's errors against
 # persistence), so their 60-epoch run here is `slow`: 27-53 s each on the 2-core Xeon of 2026-12-06,
@@ -253,7 +314,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_root, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("trainer.max_epochs=abc", "trainer.max_epochs must be an integer or null, got 'abc'"),
     ("trainer.gradient_clip_val=x", "trainer.gradient_clip_val must be a number or null"),
-    ("+trainer.accumulate_grad_batches=1.5", "trainer.accumulate_grad_batches must be an integer, got 1.5"),
+    ("trainer.accumulate_grad_batches=1.5", "trainer.accumulate_grad_batches must be an integer, got 1.5"),
     ("+trainer.max_epoch=3", "lightning.Trainer has no option max_epoch"),
 ])
 def test_trainer_typos_are_refused_before_any_work(override, message, tmp_path):
@@ -265,6 +326,6 @@ def test_trainer_typos_are_refused_before_any_work(override, message, tmp_path):
 
 def test_trainer_numbers_and_nulls_pass_the_check():
     cfg = compose("train", ["experiment=fno_tiny", "trainer.max_epochs=null", "trainer.gradient_clip_val=1",
-                            "+trainer.limit_train_batches=0.5"])
+                            "trainer.limit_train_batches=0.5"])
     args = run_module.trainer_arguments(cfg)
     assert args["max_epochs"] is None and args["gradient_clip_val"] == 1 and args["limit_train_batches"] == 0.5

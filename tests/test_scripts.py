@@ -23,7 +23,32 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     assert res.returncode == 2
     assert "checkpoint not found" in res.stdout + res.stderr and "Traceback" not in res.stderr
     res = run_script("predict.py", cwd=tmp_path)  # no ckpt= at all
-    assert res.returncode == 2 and "needs a checkpoint: ckpt=" in res.stdout and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "needs a checkpoint: ckpt=" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_user_errors_go_to_stderr_and_progress_to_stdout(tmp_path):
+    res = run_script("train.py", "experiment=fno_tiny", "trainer.max_epochs=abc", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "trainer.max_epochs must be an integer" in res.stderr and "max_epochs" not in res.stdout
+    assert "Traceback" not in res.stderr
+    res = run_script("generate.py", "data=ns2d_tiny", "splits=[val]", cwd=tmp_path,
+                     env={"NEUROPDE_DATASETS": str(tmp_path / "datasets")})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "generating ns2d_tiny/val" in res.stdout and "generating" not in res.stderr
+
+
+@pytest.mark.parametrize("script, mine, not_mine", [
+    ("train.py", ["model", "optimizer", "trainer", "experiment", "sfno_quick", "accumulate_grad_batches"],
+     ["refine", "assimilate", "$CONFIG"]),
+    ("predict.py", ["ckpt=", "refine=true", "assimilate=true", "data.resolution=128"], ["optimizer", "experiment"]),
+    ("generate.py", ["data=", "ns2d_small", "NEUROPDE_DATASETS"], ["model", "optimizer", "refine"]),
+])
+def test_help_prints_the_usage_and_the_scripts_own_groups(script, mine, not_mine, tmp_path):
+    res = run_script(script, "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"Usage: python {script}" in res.stdout
+    assert all(word in res.stdout for word in mine), res.stdout
+    assert not any(word in res.stdout for word in not_mine), res.stdout
 
 
 def test_a_user_error_is_one_line_and_exit_status_2(caplog):

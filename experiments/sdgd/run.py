@@ -197,7 +197,7 @@ def d1000_study(out: Path, budget: float, seed: int) -> dict:
         guard = int(budget)
         cmds[name] = [sys.executable, "train.py", "experiment=sdgd_pinn_quick", f"data.dim={D1000['dim']}",
                       f"data.steps_per_epoch={per_epoch}", f"trainer.max_epochs={D1000['epochs']}", f"seed={seed}",
-                      f"+trainer.max_time=00:{guard // 3600:02d}:{guard % 3600 // 60:02d}:{guard % 60:02d}",
+                      f"trainer.max_time=00:{guard // 3600:02d}:{guard % 3600 // 60:02d}:{guard % 60:02d}",
                       f"model.task.residual_points={D1000['residual_points']}", "trainer.enable_progress_bar=false",
                       f"run_dir={out / name}", "resume=auto", *overrides]
         plan[name]["command"] = " ".join(cmds[name][1:])
