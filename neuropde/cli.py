@@ -1,6 +1,6 @@
-"""The command line: ``neuropde-train``, ``neuropde-predict``, ``neuropde-generate`` (console
-scripts of the installed package) and the repository's ``train.py``, ``predict.py``,
-``generate.py`` (shims that call these same functions). Arguments are Hydra overrides; see
+"""The command line: ``neuropde-train``, ``neuropde-predict``, ``neuropde-generate``,
+``neuropde-export`` (console scripts of the installed package) and the repository's ``train.py``,
+``predict.py``, ``generate.py``, ``export.py`` (shims that call these same functions). Arguments are Hydra overrides; see
 ``--help`` and the README.
 """
 import sys
@@ -64,6 +64,16 @@ def _generate(cfg):
     run_generate(cfg)
 
 
+@hydra.main(config_path=_configs, config_name="export", version_base="1.3")
+@main_guard
+def _export(cfg):
+    from neuropde.export import run as run_export
+    from neuropde.run import route_lightning_logging
+
+    route_lightning_logging()
+    run_export(cfg)
+
+
 def train():
     """``neuropde-train model=sfno data=ns2d [optimizer=...] [key=value ...]``."""
     return _train()
@@ -80,3 +90,8 @@ def predict():
 def generate():
     """``neuropde-generate data=ns2d [data.resolution=...]`` (resumes if interrupted)."""
     return _generate()
+
+
+def export():
+    """``neuropde-export ckpt=PATH format=onnx|torch_export|safetensors [out=PATH]``."""
+    return _export()

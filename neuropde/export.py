@@ -306,22 +306,3 @@ def run(cfg) -> Path:
     out = cfg.get("out") or run_dir(cfg) / SUFFIX.get(cfg.format, "model")
     return export(cfg.ckpt, cfg.format, out, batch_size=int(cfg.batch_size), split=cfg.split,
                   data_root=cfg.get("data_root"))
-
-
-def main() -> None:
-    """Console entry ``neuropde-export ckpt=… format=onnx|torch_export|safetensors out=…`` (Hydra
-    overrides, as ``export.py`` takes them)."""
-    import hydra
-
-    from neuropde import CONF_DIR
-    from neuropde.errors import main_guard
-
-    @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
-    @main_guard
-    def _main(cfg):
-        from neuropde.run import route_lightning_logging
-
-        route_lightning_logging()
-        run(cfg)
-
-    _main()
