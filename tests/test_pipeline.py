@@ -229,8 +229,8 @@ def test_the_cpu_hint_stays_silent_with_cuda_a_cpu_sized_set_or_the_set_on_disk(
 # where the default suite had grown to 11.9 min.
 # families whose accuracy a shorter test of the default suite asserts: equino, lemon, phirom in their
 # own files, sfno in tests/test_refine.py, observer in tests/test_observer.py, fno and lsm in
-# tests/test_odd_grids.py (darcy, rel. L2 < 0.3)
-ACCURACY_TESTED_ELSEWHERE = ("equino", "lemon", "phirom", "sfno", "observer", "fno", "lsm")
+# tests/test_odd_grids.py (darcy, rel. L2 < 0.3), dcdm in tests/test_dcdm.py (fewer iterations than CG)
+ACCURACY_TESTED_ELSEWHERE = ("equino", "lemon", "phirom", "sfno", "observer", "fno", "lsm", "dcdm")
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in ACCURACY_TESTED_ELSEWHERE else f
