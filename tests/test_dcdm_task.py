@@ -32,3 +32,13 @@ def test_trained_dcdm_solves_unseen_systems_from_predict(data_root, tmp_path):
     assert all(f <= 0.1 * n for f, n in zip(m["dcdm_fallbacks"], m["dcdm_iterations"])), m["dcdm_fallbacks"]
     assert len(m["dcdm_residuals"][0]) == m["dcdm_iterations"][0] + 1
     assert (tmp_path / "solve" / "plots" / "residuals.png").exists()
+    # the same solver from Python, on the loaded model: the iterations predict.py counted
+    import torch
+
+    import neuropde
+    from neuropde.pde.poisson import assemble, divergence_rhs
+
+    system = assemble(make_domain("smoke_like_closed", 16, 2, 1, 4))
+    b = torch.as_tensor(divergence_rhs(system, np.random.default_rng(0)), dtype=torch.float64)
+    r = neuropde.load(run).solve(system, b)
+    assert r.converged and r.iterations == m["dcdm_iterations"][0]

@@ -281,6 +281,12 @@ def test_predict_assimilates_whole_trajectories(trained_observer, tmp_path):
     m2 = predict(compose("predict", [f"ckpt={run}", "assimilate.enabled=true",
                                      f"assimilate.file={tmp_path / 'meas.h5'}", f"run_dir={tmp_path / 'file'}"]))
     assert m2["rel_l2_final"] == pytest.approx(m["rel_l2_final"], rel=1e-5)
+    # and from Python: the loaded model's assimilate gives predict.py's estimates
+    import neuropde
+
+    with h5py.File(out / "assimilation.h5") as f:
+        y, mask, assimilated = (torch.from_numpy(f[k][...]) for k in ("y", "mask", "assimilated"))
+    torch.testing.assert_close(neuropde.load(run).assimilate(y, mask), assimilated, rtol=1e-5, atol=1e-6)
 
 
 def test_assimilation_file_errors_name_the_layout(trained_observer, tmp_path):

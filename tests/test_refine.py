@@ -72,6 +72,20 @@ def test_refinement_lowers_the_residual_without_ground_truth(trained_sfno):
     assert all(torch.equal(v, task.state_dict()[k]) for k, v in after.items())
 
 
+def test_the_loaded_model_refines_as_predict_does(trained_sfno):
+    import neuropde
+    from neuropde.pde.residual import solver_for
+    from neuropde.run import build_datamodule
+
+    run, _ = trained_sfno
+    model = neuropde.load(run)
+    cfg = compose("train", ["experiment=sfno_tiny"])
+    x, y = next(iter(build_datamodule(cfg, progress=False).predict_dataloader("test")))
+    ours = model.refine(x, y.shape[1], steps=5)
+    direct = refine(model, x, y.shape[1], solver_for(32, 1.0, 1e-3, "fno"), 0.2, steps=5)
+    assert ours.refined.shape == y.shape and torch.equal(ours.refined, direct.refined)
+
+
 def test_predict_reports_estimate_and_refined_error(trained_sfno, tmp_path):
     m = predict(compose("predict", [f"ckpt={trained_sfno[0]}", "refine.enabled=true", "refine.steps=20",
                                     f"run_dir={tmp_path}"]))

@@ -99,6 +99,16 @@ class DCDMTask(BaseTask):
         """DCDM against CG on Poisson systems, ``solve.*`` options (:func:`predict_dcdm`); the split is not used."""
         return predict_dcdm(self, datamodule, split, out, options)
 
+    def solve(self, system, b: torch.Tensor, tol: float = 1e-4, maxiter: int = 1000):
+        """Solve ``A x = b`` for a Poisson ``system`` (:func:`neuropde.pde.poisson.assemble`) by
+        conjugate directions that this network proposes: b (n,) -> a ``DCDMResult`` (``.x``,
+        ``.iterations``, ``.residuals``). Any domain and size the network's convolutions take."""
+        from neuropde.solvers.dcdm import dcdm_solve
+
+        with torch.no_grad():
+            return dcdm_solve(system.matrix_torch(dtype=torch.float64), b.double(), network_direction(self.net, system),
+                              tol=tol, maxiter=maxiter, project=system)
+
 
 def solve_comparison(task: DCDMTask, system, n_systems: int = 4, tol: float = 1e-4, maxiter: int = 1000,
                      seed: int = 0) -> dict:

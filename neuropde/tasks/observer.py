@@ -160,6 +160,11 @@ class ObserverTask(BaseTask):
             return predict_assimilation(self, datamodule, split, Path(out), options)
         return super().predict_split(datamodule, split, out, options)
 
+    def assimilate(self, y: torch.Tensor, mask: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """State estimates from measurements: y, mask (N, T, *space) physical values and 1 where a
+        point is measured (0 elsewhere; the first ``warmup`` frames should be measured) -> (N, T, *space)."""
+        return run_observer(self, y * mask, mask, batch_size)
+
 
 # ---------------------------------------------------------------- predict.py assimilate=true
 # ``python predict.py ckpt=... assimilate=true``: a trained observer over whole trajectories.

@@ -71,3 +71,19 @@ class OperatorTask(BaseTask):
     def predict_step(self, batch, batch_idx):
         x, y = batch
         return self(x, y.shape[1])
+
+    def refine(self, x: torch.Tensor, t_out: int | None = None, **options):
+        """Spectral-Refiner: fine-tune the output operator per trajectory on the Navier–Stokes
+        residual of the data it was trained on; x (B, T_in, n, n) -> a ``Refinement`` (``.refined``
+        (B, t_out, n, n), ``.estimate``, ``.estimate_refined``). ``options`` as
+        :func:`neuropde.models.sfno_refine.refine` (steps, modes, learning rates)."""
+        from neuropde.errors import UserError
+        from neuropde.models.sfno_refine import refine
+        from neuropde.tasks.prediction import residual_solver
+
+        data = self.meta.get("config", {}).get("data", {})
+        data = {**data, "resolution": int(x.shape[-1])}
+        solver = residual_solver(data, x.device)
+        if solver is None:
+            raise UserError("refine needs a model trained on Navier–Stokes data (the residual is that equation's)")
+        return refine(self, x, t_out or self.t_out, solver, float(data["generator"].get("dt_snap", 1.0)), **options)
