@@ -78,6 +78,18 @@ def test_every_tiny_experiment_trains_and_predicts(experiment, data_root, tmp_pa
         x, y = next(iter(build_datamodule(cfg, progress=False).predict_dataloader("test")))
         with torch.no_grad(), h5py.File(out / "predictions.h5") as f:
             assert torch.equal(model(x, y.shape[1]), torch.from_numpy(f["predictions"][: len(x)]))
+    elif family in ("sdgd_pinn", "equino"):  # u(x) at the split's points; σ̄(Ē) at its macro strains
+        import h5py
+
+        from neuropde.run import build_datamodule
+
+        with torch.no_grad(), h5py.File(out / "predictions.h5") as f:
+            if family == "sdgd_pinn":
+                x, _ = next(iter(build_datamodule(cfg, progress=False).predict_dataloader("test")))
+                got, want = model(x), f["predictions"][: len(x)]
+            else:
+                got, want = model(torch.from_numpy(f["E_bar"][...])), f["sigma_bar"][...]
+        torch.testing.assert_close(got.float(), torch.from_numpy(want).float(), rtol=1e-5, atol=1e-6)
 
 
 def test_predict_needs_only_the_checkpoint_and_does_zero_shot(trained_fno, tmp_path):
