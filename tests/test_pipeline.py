@@ -78,17 +78,22 @@ def test_every_tiny_experiment_trains_and_predicts(experiment, data_root, tmp_pa
         x, y = next(iter(build_datamodule(cfg, progress=False).predict_dataloader("test")))
         with torch.no_grad(), h5py.File(out / "predictions.h5") as f:
             assert torch.equal(model(x, y.shape[1]), torch.from_numpy(f["predictions"][: len(x)]))
-    elif family in ("sdgd_pinn", "equino"):  # u(x) at the split's points; σ̄(Ē) at its macro strains
+    elif family in ("sdgd_pinn", "equino", "lemon", "phirom"):  # each family's own call on the split's data
         import h5py
 
         from neuropde.run import build_datamodule
 
+        batch = next(iter(build_datamodule(cfg, progress=False).predict_dataloader("test")))
         with torch.no_grad(), h5py.File(out / "predictions.h5") as f:
-            if family == "sdgd_pinn":
-                x, _ = next(iter(build_datamodule(cfg, progress=False).predict_dataloader("test")))
-                got, want = model(x), f["predictions"][: len(x)]
-            else:
+            if family == "sdgd_pinn":  # u(x) at the split's points
+                got, want = model(batch[0]), f["predictions"][: len(batch[0])]
+            elif family == "equino":  # σ̄(Ē) at its macro strains
                 got, want = model(torch.from_numpy(f["E_bar"][...])), f["sigma_bar"][...]
+            elif family == "lemon":  # each sample from its initial field and same-operator examples
+                got, want = model.predict_step(batch, 0), f["predictions"][: len(batch["u0"])]
+            else:  # Φ-ROM: the first frame of each trajectory -> the frames after it
+                traj = batch[1]
+                got, want = model(traj[:, :1], traj.shape[1] - 1), f["predictions"][: len(traj), 1:]
         torch.testing.assert_close(got.float(), torch.from_numpy(want).float(), rtol=1e-5, atol=1e-6)
 
 
