@@ -254,8 +254,10 @@ ACCURACY_TESTED_ELSEWHERE = ("equino", "lemon", "phirom", "sfno", "observer", "f
                                     for f in families()])
 def test_every_family_learns_its_tiny_task(family, data_root, tmp_path):
     """60 epochs on 8 tiny samples must beat the trivial prediction clearly: persistence for
-    trajectories (measured: ~0.06 vs 0.20), zero (relative L2 = 1) for input -> output pairs."""
-    metrics = train(compose("train", [f"experiment={family}_tiny", "trainer.max_epochs=60", "scheduler=onecycle",
+    trajectories (measured: ~0.06 vs 0.20), zero (relative L2 = 1) for input -> output pairs.
+    sdgd_pinn needs fewer: 0.059 and 0.053 after 20 epochs (seeds 0, 1; 0.045 after 60)."""
+    epochs = {"sdgd_pinn": 20}.get(family, 60)
+    metrics = train(compose("train", [f"experiment={family}_tiny", f"trainer.max_epochs={epochs}", "scheduler=onecycle",
                                       "optimizer.lr=1e-2", "logger=none", "plot_every_n_epochs=100",
                                       f"run_dir={tmp_path}"]))
     assert metrics["test/rel_l2"] < 0.5 * metrics.get("test/rel_l2_persistence", 1.0)
