@@ -114,7 +114,10 @@ def test_matrix_muon_orthogonalises_each_spectral_mode():
     assert cos.min() > 0.95  # every mode moved along its own polar factor
 
 
-def test_training_with_muon_learns_and_counts_one_training_step_per_optimizer_step(data_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("epochs", [pytest.param(40, marks=pytest.mark.slow), 2])
+def test_training_with_muon_learns_and_counts_one_training_step_per_optimizer_step(epochs, data_root, tmp_path,
+                                                                                   monkeypatch):
+    """Steps and update rules in the default suite (2 epochs); learning (40 epochs, ~30 s) is slow."""
     from neuropde.run import train
     from neuropde.tasks.operator import OperatorTask
     from tests.conftest import compose
@@ -127,7 +130,7 @@ def test_training_with_muon_learns_and_counts_one_training_step_per_optimizer_st
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(OperatorTask, "training_step", counted)
-    metrics = train(compose("train", ["experiment=sfno_tiny", "optimizer=muon", "trainer.max_epochs=40",
+    metrics = train(compose("train", ["experiment=sfno_tiny", "optimizer=muon", f"trainer.max_epochs={epochs}",
                                       "optimizer.lr=1e-2", "optimizer.adamw.lr=1e-2", "logger=none",
                                       "plot_every_n_epochs=100", f"run_dir={tmp_path}"]))
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -137,7 +140,8 @@ def test_training_with_muon_learns_and_counts_one_training_step_per_optimizer_st
     # the complex spectral weights are orthogonalised per mode, the norms are on AdamW
     assert sum(line.startswith("muon_matrix") and "complex" in line for line in table) >= 2
     assert any(line.startswith("adamw") and line.endswith("norm.weight") for line in table)
-    assert metrics["test/rel_l2"] < 0.5 * metrics["test/rel_l2_persistence"]
+    if epochs >= 40:
+        assert metrics["test/rel_l2"] < 0.5 * metrics["test/rel_l2_persistence"]
 
 
 def test_rule_maps():
