@@ -72,6 +72,7 @@ def read_pretrained(directory: str | Path) -> dict:
 
 
 def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` then rename: for the files :func:`atomic_write_json` does not cover."""
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
@@ -86,6 +87,7 @@ def save_pretrained(task, directory: str | Path, metrics: dict | None = None) ->
     import yaml
 
     from neuropde import __version__
+    from neuropde.data.store import atomic_write_json
 
     st = _safetensors()
     meta = dict(getattr(task, "meta", None) or {})
@@ -105,7 +107,7 @@ def save_pretrained(task, directory: str | Path, metrics: dict | None = None) ->
                                                                                 "format": "pt"}))
     _atomic_write(d / CONFIG, lambda p: p.write_text(yaml.safe_dump(meta["config"], sort_keys=False)))
     info = {"version": meta.get("version", __version__), "choices": meta.get("choices", {}), "stats": meta.get("stats")}
-    _atomic_write(d / META, lambda p: p.write_text(json.dumps(info, indent=2)))
+    atomic_write_json(d / META, info)
     metrics = metrics if metrics is not None else meta.get("metrics") or {}
     _atomic_write(d / CARD, lambda p: p.write_text(model_card(meta, metrics)))
     return d
