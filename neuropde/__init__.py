@@ -1,4 +1,5 @@
 """neuropde: neural operators and physics-informed learning with Lightning and Hydra."""
+import math
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -29,3 +30,6 @@ __all__ = ["load", "__version__", "CONF_DIR"]
 
 # ${neuropde.repeat:16,2} -> [16, 16]: per-axis settings (Fourier modes) from the data's dimension.
 OmegaConf.register_new_resolver("neuropde.repeat", lambda value, n: [value] * int(n), replace=True)
+# ${neuropde.mul:${data.window.t_in},${data.spec.in_channels}} -> frames × channels: the channels of a
+# network that sees every field of every frame as one input channel
+OmegaConf.register_new_resolver("neuropde.mul", lambda *values: int(math.prod(int(v) for v in values)), replace=True)

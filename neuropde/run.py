@@ -152,6 +152,27 @@ def check_compatible(cfg: DictConfig) -> None:
     if kinds and kind not in kinds:
         raise UserError(f"model={cfg.model.family} does not take data={cfg.data.name} (a {kind} data set); "
                         f"it takes: {', '.join(datasets_of_kind(kinds)) or kinds}")
+    spec = cfg.data.spec
+    if int(spec.get("in_channels", 1)) > 1 and not cfg.model.get("multichannel", False):
+        fields = list(spec.get("channel_names") or []) + list(spec.get("constant_names") or [])
+        raise UserError(f"model={cfg.model.family} takes one field per frame, and data={cfg.data.name} has "
+                        f"{int(spec.in_channels)} ({', '.join(fields)}): pick one (data.keys=[name], or data.fields= "
+                        "for The Well) or use a model that takes several (fno, lsm, mg_tfno)")
+
+
+def describe_data(cfg: DictConfig) -> None:
+    """Fill in, in place, what a data module reads from the user's files (grid, fields, periodicity
+    into ``data.spec``, ``data.resolution``) before the model is built: models size themselves from
+    it, and a bad file is refused before any work. Data modules without ``describe`` are left alone."""
+    from neuropde.plugins import import_target
+
+    target = cfg.data.get("_target_")
+    describe = getattr(import_target(target, "data._target_"), "describe", None) if target else None
+    if describe is None:
+        return
+    facts = describe(to_dict(cfg.data))
+    OmegaConf.set_struct(cfg, False)
+    cfg.data = OmegaConf.merge(cfg.data, facts)
 
 
 def build_datamodule(cfg: DictConfig, progress: bool = True):
@@ -322,6 +343,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resume") and cfg.get("init_from"):
         raise UserError("resume= continues a run and init_from= starts a new one from weights: give only one")
     out = run_dir(cfg)
+    describe_data(cfg)  # the user's files (data=file/well/pdebench): read their metadata, refuse bad ones
     check_compatible(cfg)
     trainer_arguments(cfg)  # a typo in trainer.* is reported now, not after data and model are built
     check_packages(cfg)  # so is a logger or callback whose package is not installed
@@ -422,6 +444,16 @@ def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
     return stored
 
 
+def check_same_fields(trained: dict, now: dict) -> None:
+    """Refuse data whose fields differ from those the model was trained on (another grid is fine)."""
+    keys = ("kind", "channels", "in_channels", "channel_names", "constant_names")
+    differ = [k for k in keys if k in trained and k in now and trained[k] != now[k]]
+    if differ:
+        raise UserError("the model was trained on other fields than these data hold: "
+                        + "; ".join(f"{k} {trained[k]} when trained, {now[k]} now" for k in differ)
+                        + ". Predict on files of the same layout (data.keys, data.layout as in training)")
+
+
 def predict(cfg: DictConfig) -> dict:
     """Run a checkpoint on a split; write ``predictions.h5``, ``metrics.json`` and plots.
 
@@ -435,6 +467,9 @@ def predict(cfg: DictConfig) -> dict:
     ckpt = checkpoint.read(cfg.ckpt)
     pcfg = predict_config(cfg, ckpt)
     out = Path(pcfg.run_dir)
+    trained = OmegaConf.to_container(pcfg.data.spec, resolve=True)
+    describe_data(pcfg)
+    check_same_fields(trained, to_dict(pcfg.data.spec))
     write_config(pcfg, out)
     check_compatible(pcfg)
     split = cfg.get("split", "test")

@@ -29,12 +29,14 @@ class BaseTask(L.LightningModule):
         self.optimizer_cfg = dict(optimizer)
         self.scheduler_cfg = dict(scheduler or {})
         stats = stats or {"mean": 0.0, "std": 1.0}
-        # buffers: saved in every checkpoint, moved with the module, never trained
-        self.register_buffer("norm_mean", torch.tensor(float(stats["mean"])))
-        self.register_buffer("norm_std", torch.tensor(max(float(stats["std"]), 1e-12)))
+        # buffers: saved in every checkpoint, moved with the module, never trained. A statistic is
+        # a scalar, or per channel a nested list shaped (C, 1, ..., 1) that broadcasts over
+        # (B, T, C, *space) fields (several fields of a user's file, neuropde.data.files)
+        self.register_buffer("norm_mean", _stat(stats["mean"]))
+        self.register_buffer("norm_std", _stat(stats["std"]).clamp_min(1e-12))
         # outputs: the same statistics for trajectories, their own for input -> output pairs
-        self.register_buffer("out_mean", torch.tensor(float(stats.get("out_mean", stats["mean"]))))
-        self.register_buffer("out_std", torch.tensor(max(float(stats.get("out_std", stats["std"])), 1e-12)))
+        self.register_buffer("out_mean", _stat(stats.get("out_mean", stats["mean"])))
+        self.register_buffer("out_std", _stat(stats.get("out_std", stats["std"])).clamp_min(1e-12))
         self.meta: dict = {}  # resolved config, choices, version: filled by neuropde.run
 
     @classmethod
@@ -166,3 +168,7 @@ def effective_batch_size(trainer) -> int | None:
         return None
     return int(batch) * int(trainer.world_size) * int(trainer.accumulate_grad_batches)
 
+
+def _stat(value) -> torch.Tensor:
+    """A normaliser statistic as a float32 tensor: a scalar, or a per-channel nested list."""
+    return torch.as_tensor(value, dtype=torch.float32).clone()

@@ -23,19 +23,39 @@ class OperatorTask(BaseTask):
     loss : ``rel_l2`` | ``h1`` | ``sobolev`` (relative H^``loss_s``).
     domain_length : side of the periodic domain (for Sobolev norms).
     persistence : log the repeat-the-last-input-frame baseline (trajectories; off for input→output pairs).
+    channels, in_channels : fields per frame of the output and of the input (the input's extra
+        channels are a data set's constant fields). With more than one input channel, batches are
+        (B, T, C, *space) and the network sees frames × channels as its channels: it is built with
+        ``T_in · in_channels`` inputs and ``T_out · channels`` outputs (``neuropde.mul`` in the
+        model configs). One channel: (B, T, *space), as every generated data set.
     """
 
     def __init__(self, net: nn.Module, t_out: int, optimizer: dict, scheduler: dict | None = None,
                  stats: dict | None = None, loss: str = "rel_l2", loss_s: float = -1.0,
-                 domain_length: float = 1.0, persistence: bool = True):
+                 domain_length: float = 1.0, persistence: bool = True, channels: int = 1,
+                 in_channels: int | None = None):
         super().__init__(optimizer, scheduler, stats)
         self.persistence = bool(persistence)
+        self.channels = int(channels)
+        self.in_channels = int(in_channels or channels)
+        self.channel_axis = self.in_channels > 1  # batches carry a channel axis (B, T, C, *space)
         self.net, self.t_out, self.L = net, int(t_out), float(domain_length)
         self.loss_fn = make_loss(loss, loss_s, self.L)
 
     def forward(self, x: torch.Tensor, t_out: int | None = None) -> torch.Tensor:
-        """Physical fields in, physical fields out: (B, T_in, *space) -> (B, t_out, *space)."""
-        return self.denormalize(self.net(self.normalize(x), t_out or self.t_out))
+        """Physical fields in, physical fields out: (B, T_in, *space) -> (B, t_out, *space), or with
+        channels (B, T_in, in_channels, *space) -> (B, t_out, channels, *space)."""
+        t_out = t_out or self.t_out
+        if not self.channel_axis:
+            return self.denormalize(self.net(self.normalize(x), t_out))
+        if x.dim() < 4 or x.shape[2] != self.in_channels:
+            raise ValueError(f"this model takes (B, T, {self.in_channels}, *space) fields, got {tuple(x.shape)}")
+        out = self.net(self.normalize(x).flatten(1, 2), t_out)  # frames × channels as channels
+        return self.denormalize(out.unflatten(1, (t_out, self.channels)))
+
+    def last_input_frame(self, x: torch.Tensor) -> torch.Tensor:
+        """The persistence baseline's frame: the last input frame's output channels, (B, 1, ...)."""
+        return x[:, -1:, :self.channels] if self.channel_axis else x[:, -1:]
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -53,7 +73,7 @@ class OperatorTask(BaseTask):
         self.log(f"{stage}/rel_l2", err, prog_bar=True, batch_size=n, sync_dist=True)
         self.log(f"{stage}/h1", rel_sobolev(pred, y, 1.0, self.L), batch_size=n, sync_dist=True)
         if self.persistence:
-            persistence = x[:, -1:].expand_as(y)
+            persistence = self.last_input_frame(x).expand_as(y)
             self.log(f"{stage}/rel_l2_persistence", rel_l2(persistence, y), batch_size=n, sync_dist=True)
         if stage == "test":
             for t, e in enumerate(rel_l2_per_frame(pred, y)):

@@ -99,7 +99,7 @@ def predict_windows(task, dm, split: str, out: Path, options: dict) -> dict:
                 est = _estimate(x, pred, solver, dt) if solver is not None and y.shape[1] >= 4 else None
         cols["pred"].append(pred.float().cpu())
         cols["truth"].append(y)
-        cols["last"].append(x[:, -1:].cpu())
+        cols["last"].append(task.last_input_frame(x).cpu() if hasattr(task, "last_input_frame") else x[:, -1:].cpu())
         if est is not None:
             cols["estimate"].append(est.cpu())
     cat = {k: torch.cat(v) for k, v in cols.items() if v}
@@ -134,10 +134,16 @@ def predict_windows(task, dm, split: str, out: Path, options: dict) -> dict:
     arrays.update({k: cat[k] for k in ("refined", "estimate") if k in cat})
     write_outputs(out, metrics, arrays, {"ckpt": str(metrics["ckpt"]), "split": split, "resolution": res})
     shown = cat["refined"] if refining else pred
+    # fields of several channels (B, T, C, *space) get a plot per channel, named after it
+    names = (data["spec"].get("channel_names") or [f"c{c}" for c in range(task.channels)]
+             if getattr(task, "channel_axis", False) else [None])
     for i in range(min(int(options.get("n_plots", 2)), pred.shape[0])):
-        plot_fields(truth[i].numpy(), shown[i].numpy(), out / "plots" / f"{split}_{i:03d}.png",
-                    title=f"{split} sample {i}, {res}², rel L2 {float(rel_l2(shown[i:i+1], truth[i:i+1])):.2e}"
-                    + (" (refined)" if refining else ""))
+        for c, name in enumerate(names):
+            pick = (lambda a: a[i]) if name is None else (lambda a: a[i][:, c])
+            suffix = "" if name is None else f"_{name}"
+            plot_fields(pick(truth).numpy(), pick(shown).numpy(), out / "plots" / f"{split}_{i:03d}{suffix}.png",
+                        title=f"{split} sample {i}{suffix.replace('_', ' ')}, rel L2 "
+                        f"{float(rel_l2(pick(shown)[None], pick(truth)[None])):.2e}" + (" (refined)" if refining else ""))
     baseline = metrics.get(f"{split}/rel_l2_persistence")
     log.info("%s/rel_l2 %.4g at %d²%s%s; outputs in %s", split, metrics[f"{split}/rel_l2"], res,
              "" if baseline is None else f" (persistence {baseline:.4g})",
