@@ -175,6 +175,24 @@ def describe_data(cfg: DictConfig) -> None:
     cfg.data = OmegaConf.merge(cfg.data, facts)
 
 
+def settle_optimizer_options(cfg: DictConfig) -> None:
+    """Drop from ``cfg.optimizer`` the options an experiment set for another rule than the chosen
+    one (``experiment=sdgd_pinn_quick optimizer=adam``: Muon's ``ns_dtype``), each with a notice;
+    refuse one typed on the command line (``optimizer=adam optimizer.ns_dtype=float32``). Before
+    any data is made, so that a wrong option costs seconds."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from neuropde.optim import drop_foreign_options
+
+    typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    experiment = hydra_choices().get("experiment")
+    origin = f"experiment={experiment}" if experiment else "the experiment or config, not the command line"
+    with open_dict(cfg):
+        for option in drop_foreign_options(to_dict(cfg.optimizer), typed, origin):
+            del cfg.optimizer[option]
+
+
 def build_datamodule(cfg: DictConfig, progress: bool = True):
     """The Lightning data module of ``cfg.data``: the class ``data._target_`` names, or the one the
     task asks for (:meth:`BaseTask.make_datamodule`, e.g. snapshots for an auto-decoder)."""
@@ -346,6 +364,7 @@ def train(cfg: DictConfig) -> dict:
     describe_data(cfg)  # the user's files (data=file/well/pdebench): read their metadata, refuse bad ones
     check_compatible(cfg)
     trainer_arguments(cfg)  # a typo in trainer.* is reported now, not after data and model are built
+    settle_optimizer_options(cfg)  # and an option of another optimizer rule
     check_packages(cfg)  # so is a logger or callback whose package is not installed
     resume = None
     if str(cfg.get("resume")) == "auto":
