@@ -7,6 +7,7 @@ logs and plots.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 import logging
 import os
 from pathlib import Path
@@ -89,7 +90,12 @@ def compose_config(config: str, overrides: list[str] | None = None) -> DictConfi
         overrides = predict_shorthands(list(overrides or []))
     from hydra.errors import MissingConfigException
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    from hydra.core.global_hydra import GlobalHydra
+
+    # inside a running Hydra app (train.py, predict.py) its search path is already set: compose in it
+    context = nullcontext() if GlobalHydra.instance().is_initialized() else \
+        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
+    with context:
         try:
             return compose(config_name=config, overrides=list(overrides or []))
         except MissingConfigException as err:  # an unknown group option: one line with the choices
@@ -180,12 +186,11 @@ def settle_optimizer_options(cfg: DictConfig) -> None:
     one (``experiment=sdgd_pinn_quick optimizer=adam``: Muon's ``ns_dtype``), each with a notice;
     refuse one typed on the command line (``optimizer=adam optimizer.ns_dtype=float32``). Before
     any data is made, so that a wrong option costs seconds."""
-    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from neuropde.optim import drop_foreign_options
 
-    typed = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    typed = command_line_overrides()
     experiment = hydra_choices().get("experiment")
     origin = f"experiment={experiment}" if experiment else "the experiment or config, not the command line"
     with open_dict(cfg):
@@ -331,6 +336,64 @@ def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
     return (str(last), None) if last.exists() else (None, None)
 
 
+def command_line_overrides() -> list[str]:
+    """The overrides typed on the command line (Hydra's ``overrides.task``); none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+# Overrides that steer a resumed run without changing what it trains: how long, where, what is logged.
+STEERING = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.accelerator",
+            "trainer.num_nodes", "trainer.strategy", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+            "trainer.default_root_dir", "data.loader.num_workers", "data.loader.pin_memory", "logger", "callbacks",
+            "plots", "data_root", "compile")
+
+
+def resume_config(cfg: DictConfig) -> DictConfig:
+    """``train.py resume=<checkpoint or run dir>``: the run's own config (the one its checkpoint
+    carries), continued in its own run dir. Overrides that only steer the run (:data:`STEERING`)
+    are applied; one that changes what the checkpoint is (model, data, optimizer, their options) is
+    refused here, before any data is made, naming the keys and the two ways on.
+
+    What the user typed is what differs from the default config (``conf/train.yaml`` alone), so
+    that repeating the original overrides (the older way to resume) is accepted as well.
+    """
+    path = checkpoint.resolve_path(cfg.resume, prefer="last")
+    if path.is_dir():
+        raise UserError(f"resume={cfg.resume} is a pretrained folder, which keeps no optimizer state to "
+                        "continue: start from its weights with init_from= instead")
+    ckpt = checkpoint.read(path)
+    stored = OmegaConf.create(ckpt["neuropde"]["config"])
+    name_parts(stored)
+    default, given, kept = (_flat(to_dict(c)) for c in (compose_config("train", []), cfg, stored))
+    ignore = ("resume", "run_dir", "init_from", "hydra")
+    # typed: what differs from the default config, and every key under what the command line names
+    # (model=sfno is the default, yet typed it asks for an SFNO)
+    named = [a.split("=", 1)[0].lstrip("+~") for a in command_line_overrides()]
+    typed = sorted(k for k in default.keys() | given.keys() if k.split(".")[0] not in ignore and (
+        default.get(k, "<absent>") != given.get(k, "<absent>") or any(k == n or k.startswith(n + ".") for n in named)))
+    steering = [k for k in typed if k.startswith(STEERING)]
+    differ = [k for k in typed if k not in steering and kept.get(k, "<absent>") != given.get(k, "<absent>")]
+    if differ:
+        shown = "; ".join(f"{k}: {kept.get(k, '<absent>')} in the checkpoint, {given.get(k, '<absent>')} now"
+                          for k in differ[:4]) + ("; …" if len(differ) > 4 else "")
+        raise UserError(f"resume={cfg.resume} continues the run its checkpoint holds, and these overrides change it "
+                        f"({shown}): drop them to continue it (only trainer.max_epochs, devices, loggers and the like "
+                        "may change), or start a new run from its weights with init_from= instead of resume=")
+    OmegaConf.set_struct(stored, False)
+    for key in steering:
+        OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
+    stored.resume = str(path)
+    stored.init_from = None
+    # its own run dir, unless run_dir= says where the continued run goes
+    home = cfg.get("run_dir") or (path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    stored.run_dir = str(home)
+    log.info("resume: continuing the run in %s from %s%s", home, path.name,
+             f" (changed: {', '.join(steering)})" if steering else "")
+    return stored
+
+
 def cpu_hint(cfg: DictConfig) -> None:
     """Without CUDA, a GPU-sized data set that is not on disk yet (its config's ``cpu_hint`` says
     what making it costs) gets one warning line with that cost and the CPU-sized command of this
@@ -360,6 +423,8 @@ def train(cfg: DictConfig) -> dict:
     keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
     if cfg.get("resume") and cfg.get("init_from"):
         raise UserError("resume= continues a run and init_from= starts a new one from weights: give only one")
+    if cfg.get("resume") and str(cfg.resume) != "auto":
+        cfg = resume_config(cfg)  # the checkpoint's own config and run dir, before anything is made
     out = run_dir(cfg)
     describe_data(cfg)  # the user's files (data=file/well/pdebench): read their metadata, refuse bad ones
     check_compatible(cfg)
@@ -374,11 +439,10 @@ def train(cfg: DictConfig) -> dict:
                      finished.get("test/rel_l2", float("nan")))
             return finished
         log.info("resume=auto: %s", f"continuing from {resume}" if resume else "nothing to continue, a new run")
+        if resume:
+            checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
     elif cfg.get("resume"):
-        resume = str(checkpoint.resolve_path(cfg.resume, prefer="last"))
-        if Path(resume).is_dir():
-            raise UserError(f"resume={cfg.resume} is a pretrained folder, which keeps no optimizer state to "
-                            "continue: start from its weights with init_from= instead")
+        resume = str(cfg.resume)  # resolved by resume_config
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     write_config(cfg, out)
     cpu_hint(cfg)  # before a GPU-sized data set is generated on a CPU
@@ -391,8 +455,6 @@ def train(cfg: DictConfig) -> dict:
                  "stats": dm.stats}
     if cfg.get("init_from"):
         checkpoint.load_weights(task, cfg.init_from)
-    if resume:
-        checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
     task.configure_model()  # Lightning's hook, called early (idempotent) so that adapters (LoRA) are in place
     write_param_groups(cfg, task, out / "param_groups.txt")  # before the update rules are listed and counted
     n_params = sum(p.numel() * (2 if p.is_complex() else 1) for p in task.net.parameters())
