@@ -569,10 +569,19 @@ def predict(cfg: DictConfig) -> dict:
 
 # -------------------------------------------------------------------------------------- generate
 def generate(cfg: DictConfig) -> dict:
-    """Generate (or complete) every split of ``cfg.data``; return where they are."""
+    """Generate (or complete) every split of ``cfg.data``; with ``export=well|pdebench`` also write
+    it in that schema (into ``export_dir``); return where they are."""
+    from neuropde.data.exporters import exporter
+
     keep_freed_memory()  # large CPU buffers are reused, not re-faulted every step
-    store = ensure_generated(to_dict(cfg.data), data_root(cfg), splits=cfg.get("splits") or SPLITS)
+    data_cfg = to_dict(cfg.data)
+    export = exporter(cfg.export, data_cfg) if cfg.get("export") else None  # refused before any work
+    store = ensure_generated(data_cfg, data_root(cfg), splits=cfg.get("splits") or SPLITS)
     info = {"dir": str(store.dir), "files": {s: str(store.path(s)) for s in SPLITS if store.path(s).exists()}}
     log.info("data set %s ready in %s", cfg.data.name, store.dir)
+    if export is not None:
+        out = Path(cfg.get("export_dir") or data_root(cfg) / f"{cfg.data.name}_{cfg.export}")
+        info["export"] = str(export(store.dir, data_cfg, out))
+        log.info("exported %s as %s to %s", cfg.data.name, cfg.export, info["export"])
     print(json.dumps(info))
     return info
