@@ -518,6 +518,8 @@ def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
         data = to_dict(data)
         merged = data if "equation" in data else OmegaConf.merge(stored.data, data)
         OmegaConf.set_struct(stored, False)
+        if "path" in data and data["path"] != stored.data.get("path") and "whole" in merged:
+            merged["whole"] = True  # another file of the same layout: evaluate all of it, not its test split
         stored.data = merged
     if cfg.get("data_root"):
         stored.data_root = cfg.data_root

@@ -212,7 +212,8 @@ def _describe(path: Path, pair: bool, cfg: dict) -> tuple[FieldInfo, list[list],
         else:
             keys = cfg.get("keys")
             keys = [keys] if isinstance(keys, str) else list(keys or [])
-            groups = [keys or ([None] if present == [None] else [])]  # a bare array needs no key
+            # a bare array needs no key, nor does a file holding a single array
+            groups = [keys or ([None] if present == [None] else present if len(present) == 1 else [])]
             if not groups[0]:
                 raise UserError(f"{path} holds {', '.join(map(str, present))}: set data.keys to the "
                                 f"arrays to read (several are stacked as channels)")
@@ -263,7 +264,8 @@ def _describe(path: Path, pair: bool, cfg: dict) -> tuple[FieldInfo, list[list],
 
 def open_file_splits(cfg: dict) -> dict[str, FieldSource]:
     """Splits of ``cfg["path"]``: one file whose samples are split by a draw seeded by
-    ``cfg["seed"]`` in the fractions ``cfg["split"]``, or a folder of train/val(valid)/test files."""
+    ``cfg["seed"]`` in the fractions ``cfg["split"]`` (with ``cfg["whole"]`` every split is the
+    whole file), or a folder of train/val(valid)/test files."""
     path = Path(str(cfg["path"])).expanduser()
     pair = cfg.get("input_key") is not None or cfg.get("output_key") is not None
     if pair and (cfg.get("input_key") is None or cfg.get("output_key") is None):
@@ -282,6 +284,8 @@ def open_file_splits(cfg: dict) -> dict[str, FieldSource]:
             out[split] = ArraySource(info, file, groups, layouts, np.arange(n))
         return out
     info, groups, layouts, n = _describe(path, pair, cfg)
+    if cfg.get("whole"):  # a file to evaluate on (predict.py data.path=<another file>): all of it, unsplit
+        return {split: ArraySource(info, path, groups, layouts, np.arange(n)) for split in SPLIT_NAMES}
     counts = split_counts(n, cfg.get("split") or (0.8, 0.1, 0.1), str(path))
     order = np.random.default_rng(int(cfg.get("seed", 0))).permutation(n)
     bounds = np.cumsum([0] + counts)

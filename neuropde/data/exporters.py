@@ -233,17 +233,17 @@ def export_pdebench(store_dir: Path, data_cfg: dict, out: Path) -> Path:
     store's attributes as ``neuropde.<key>``. A pair data set (darcy) is written as PDEBench writes
     Darcy flow: ``nu`` (N, *space) the input field and ``tensor`` (N, 1, *space) the output.
 
-    The samples are train, val, test in this order: with n_train, n_val, n_test samples, rows
-    ``[0, n_train)`` are train, ``[n_train, n_train + n_val)`` val and the last n_test test
-    (attributes ``neuropde.rows.<split>`` = [start, stop]). PDEBench's own loaders
-    (``pdebench/models/*/utils.py``) do not use these: they test on the *first*
-    ``int(0.1 N)`` rows (``data[:test_idx]``) and train on the rest, so under them our train samples
-    are split between their test and train sets and our val and test samples are trained on.
+    The samples are test, train, val in this order (attributes ``neuropde.rows.<split>`` =
+    [start, stop]): PDEBench's own loaders (``pdebench/models/*/utils.py``) and ``data=pdebench``
+    test on the *first* ``int(0.1 N)`` rows of such a file, which are then our test samples when
+    the test split is 10 % of the set (``ns2d_small``: 16 of 160), and ``data=pdebench`` validates
+    on the last ``val_fraction`` of the rest, where our val samples lie.
     """
     _check_kind(data_cfg, "pdebench")
     out = Path(out)
     path = out if out.suffix in (".hdf5", ".h5") else out / f"{data_cfg['name']}.hdf5"
     files = _split_files(store_dir)
+    files = {s: files[s] for s in ("test", "train", "val")}  # PDEBench's test rows come first
     with contextlib.ExitStack() as stack:
         srcs = {s: stack.enter_context(h5py.File(p, "r")) for s, p in files.items()}
         f = stack.enter_context(_atomic_h5(path))

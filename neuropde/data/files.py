@@ -156,6 +156,13 @@ class FileDataModule(GeneratedDataModule):
         self.stats = {"mean": _shaped(mean, info), "std": _shaped(std, info),
                       "out_mean": _shaped(outputs["mean"], info), "out_std": _shaped(outputs["std"], info)}
 
+    def load(self, split: str) -> torch.Tensor:
+        """A whole split in memory, (N, T, *space), or (N, T, C, *space) with several channels: for
+        predictions over whole trajectories (an observer's assimilation); training reads windows."""
+        source = self.open()[split]
+        fields = torch.from_numpy(np.stack([source.frames(i, 0, source.info.n_frames) for i in range(len(source))]))
+        return fields if int(self.cfg["spec"].get("in_channels", 1)) > 1 else fields[:, :, 0]
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         source = self.open()[split]
         w = self.cfg["window"]

@@ -50,7 +50,7 @@ class OperatorTask(BaseTask):
             return self.denormalize(self.net(self.normalize(x), t_out))
         if x.dim() < 4 or x.shape[2] != self.in_channels:
             raise ValueError(f"this model takes (B, T, {self.in_channels}, *space) fields, got {tuple(x.shape)}")
-        out = self.net(self.normalize(x).flatten(1, 2), t_out)  # frames × channels as channels
+        out = self.net(self.normalize(x).flatten(1, 2), t_out * self.channels)  # frames × channels as channels
         return self.denormalize(out.unflatten(1, (t_out, self.channels)))
 
     def last_input_frame(self, x: torch.Tensor) -> torch.Tensor:

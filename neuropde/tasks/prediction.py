@@ -78,7 +78,7 @@ def predict_windows(task, dm, split: str, out: Path, options: dict) -> dict:
     opts["dtype"] = getattr(torch, str(opts.get("dtype", "float64")))
     if refining and solver is None:
         raise UserError("refine=true needs Navier–Stokes data (the residual is the Navier–Stokes equation's)")
-    dt = float(data["generator"].get("dt_snap", 1.0))
+    dt = float(data.get("generator", {}).get("dt_snap", data["spec"].get("dt_snap", 1.0)))  # files: no generator
 
     cols = {k: [] for k in ("pred", "truth", "last", "refined", "estimate", "estimate_refined")}
     seconds = 0.0
