@@ -166,6 +166,25 @@ def check_compatible(cfg: DictConfig) -> None:
                         "for The Well) or use a model that takes several (fno, lsm, mg_tfno)")
 
 
+def check_resolution(cfg: DictConfig) -> None:
+    """Refuse training a Fourier model on a grid too coarse for its modes: an axis of n points holds
+    n // 2 + 1 Fourier modes, and weights for the others would never see data. (Predicting on a
+    coarser grid than the training one is zero-shot evaluation, and allowed.)"""
+    from neuropde.plugins import importable, import_target
+
+    net = cfg.model.get("net") or {}
+    target, grid = net.get("_target_"), cfg.data.spec.get("grid")
+    if net.get("modes") is None or not grid or not importable(target):
+        return
+    points_needed = getattr(import_target(target, "model.net._target_"), "points_needed", None)
+    if points_needed is None:  # a network that does not say how its modes map to grid points
+        return
+    modes, needed = list(net.modes), points_needed(list(net.modes))
+    if any(p > n for p, n in zip(needed, grid)):
+        raise UserError(f"model.net.modes {modes} needs at least {needed} grid points per axis and the data's grid is "
+                        f"{list(grid)}: lower model.net.modes or give finer data")
+
+
 def describe_data(cfg: DictConfig) -> None:
     """Fill in, in place, what a data module reads from the user's files (grid, fields, periodicity
     into ``data.spec``, ``data.resolution``) before the model is built: models size themselves from
@@ -428,6 +447,7 @@ def train(cfg: DictConfig) -> dict:
     out = run_dir(cfg)
     describe_data(cfg)  # the user's files (data=file/well/pdebench): read their metadata, refuse bad ones
     check_compatible(cfg)
+    check_resolution(cfg)
     trainer_arguments(cfg)  # a typo in trainer.* is reported now, not after data and model are built
     settle_optimizer_options(cfg)  # and an option of another optimizer rule
     check_packages(cfg)  # so is a logger or callback whose package is not installed

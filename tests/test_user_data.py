@@ -200,3 +200,8 @@ def test_splits_with_different_grids(tmp_path):
 
 def test_missing_path(tmp_path):
     refused(tmp_path, ["data=file", f"data.path={tmp_path / 'nowhere.h5'}"], "nowhere")
+
+
+def test_grid_too_coarse_for_the_modes(tmp_path):
+    np.savez(tmp_path / "coarse.npz", u=trajectories(size=3))    # an FNO with modes [4, 4] needs 4 points per axis
+    refused(tmp_path, ["data=file", f"data.path={tmp_path / 'coarse.npz'}"], r"modes \[4, 4\] needs .*\[4, 4\].*\[3, 3\]")

@@ -113,6 +113,11 @@ class FNO(nn.Module):
             return self.fno(fine)[(..., *(slice(None, None, f) for f in factors))]
         return self.fno(x)
 
+    @staticmethod
+    def points_needed(modes) -> list[int]:
+        """Grid points per axis that hold ``modes`` (neuraloperator counts the modes of both signs)."""
+        return [int(m) for m in modes]
+
     def padding(self, n: int) -> int:
         """Points added after an axis of n points: ceil(pad_fraction * n), made even in total."""
         pad = math.ceil(self.pad_fraction * n)

@@ -186,6 +186,12 @@ class SFNO(nn.Module):
         Hidden width factor of the pointwise FFNs.
     """
 
+    @staticmethod
+    def points_needed(modes) -> list[int]:
+        """Grid points per spatial axis that hold ``modes`` (m_x, m_y, m_t): m modes per corner, of
+        both signs, take 2m points."""
+        return [2 * int(m) for m in list(modes)[:2]]
+
     def __init__(
         self,
         modes: tuple[int, int, int] = (12, 12, 5),
