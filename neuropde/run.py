@@ -185,6 +185,28 @@ def check_resolution(cfg: DictConfig) -> None:
                         f"{list(grid)}: lower model.net.modes or give finer data")
 
 
+def check_network_builds(cfg: DictConfig) -> None:
+    """Build the network on the meta device (no memory, no arithmetic) so that a bad model option
+    (``model.net.backend=foo``) is refused before any data are made; the real one is built after
+    the data, from the training split's statistics. Networks that cannot be built on the meta
+    device are checked when they are built for real."""
+    from hydra.errors import InstantiationException
+
+    try:
+        with torch.device("meta"):
+            instantiate(cfg.model.net, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, ValueError):
+            raise UserError(f"model.net: {cause}") from None
+    except (UserError, ValueError) as err:
+        raise UserError(f"model.net: {err}") from None
+    except Exception as err:  # noqa: BLE001 - an operation the meta device lacks: checked for real later
+        log.debug("network not checked on the meta device: %s", err)
+
+
 def describe_data(cfg: DictConfig) -> None:
     """Fill in, in place, what a data module reads from the user's files (grid, fields, periodicity
     into ``data.spec``, ``data.resolution``) before the model is built: models size themselves from
@@ -300,19 +322,24 @@ def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
     file.write_text(f"update rule of every trainable parameter under optimizer={name}\n\n{table}\n")
 
 
-def compile_network(task, mode) -> None:
-    """``compile=``: torch.compile the task's network in place (its state_dict keys do not change,
-    so checkpoints stay interchangeable with uncompiled runs). Compilation happens at the first
-    step; ``experiments/bench`` measures where it pays off."""
+def compile_mode(mode) -> str | None:
+    """torch.compile's mode for ``compile=`` (None: not compiled); an unknown value is refused."""
     modes = {False: None, None: None, True: "default", "false": None, "true": "default",
              "default": "default", "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune",
              "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
     if mode not in modes:
         raise UserError(f"compile={mode} is not an option; choose false, true, reduce-overhead, max-autotune "
                         "or max-autotune-no-cudagraphs")
-    if modes[mode] is not None:
-        task.net.compile(mode=modes[mode])
-        log.info("network compiled with torch.compile (mode %s) at its first step", modes[mode])
+    return modes[mode]
+
+
+def compile_network(task, mode) -> None:
+    """``compile=``: torch.compile the task's network in place (its state_dict keys do not change,
+    so checkpoints stay interchangeable with uncompiled runs). Compilation happens at the first
+    step; ``experiments/bench`` measures where it pays off."""
+    if compile_mode(mode) is not None:
+        task.net.compile(mode=compile_mode(mode))
+        log.info("network compiled with torch.compile (mode %s) at its first step", compile_mode(mode))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -463,6 +490,10 @@ def train(cfg: DictConfig) -> dict:
             checkpoint.read(resume)  # a clear error now rather than deep inside Lightning
     elif cfg.get("resume"):
         resume = str(cfg.resume)  # resolved by resume_config
+    if cfg.get("init_from"):
+        checkpoint.read(cfg.init_from)  # missing or corrupt: said now, not after the data are made
+    check_network_builds(cfg)
+    compile_mode(cfg.get("compile", False))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     write_config(cfg, out)
     cpu_hint(cfg)  # before a GPU-sized data set is generated on a CPU
