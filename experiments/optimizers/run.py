@@ -37,7 +37,7 @@ RULES = ("adamw", "muon", "auon", "hybrid_auon", "root", "muon_randomized")
 SEEDS = (0, 1, 2)
 # --smoke: the same sweep and collection with experiment=sfno_tiny and one seed
 MODES = {"quick": {"experiment": "sfno_quick", "seeds": SEEDS, "extra": []},
-         "smoke": {"experiment": "sfno_tiny", "seeds": (0,), "extra": []}}
+         "smoke": {"experiment": "sfno_tiny", "seeds": (0,), "extra": ["trainer.max_epochs=1"]}}
 
 
 def run_dir(out: Path, rule: str, seed: int) -> Path:
