@@ -2,6 +2,7 @@
 
     python experiments/darcy/run.py            # reference 1025², grids 17² ... 257², 4 samples (~10 min, one core)
     python experiments/darcy/run.py --seeds 8  # more samples (each adds one 1025² solve)
+    python experiments/darcy/run.py --smoke    # the same study at 5² ... 17² against 65², 2 samples (~1 s), to a temp dir
 
 ``neuropde.pde.darcy.solve_darcy`` on the coefficient ``darcy_coefficient(s, seed)`` (the GRF
 thresholded at 0, sampled at the nodes, as the data set makes it) at ``s`` = 17, 33, 65, 129, 257
@@ -23,6 +24,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SIZES = (17, 33, 65, 129, 257)
+SMOKE = {"sizes": (5, 9, 17), "ref": 65, "seeds": 2}  # --smoke: every step of the study at tiny grids
 NORMS = ("l2", "h1", "max")
 
 
@@ -43,16 +45,23 @@ def slopes(errs: np.ndarray, sizes) -> dict:
     return {k: float(np.polyfit(log_h, np.log(errs[:, i]), 1)[0]) for i, k in enumerate(NORMS)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--ref", type=int, default=1025)
-    args = p.parse_args()
+    p.add_argument("--smoke", action="store_true", help="tiny grids, seconds; writes to --out or a temporary directory")
+    p.add_argument("--out", help="where the result files go (default: results/ here)")
+    args = p.parse_args(argv)
     from neuropde.data.store import atomic_write_json
 
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
-    sizes = tuple(s for s in SIZES if s < args.ref)
+    if args.smoke:
+        import tempfile
+
+        args.seeds, args.ref = SMOKE["seeds"], SMOKE["ref"]
+        args.out = args.out or tempfile.mkdtemp(prefix="neuropde-smoke-darcy-")
+    out = Path(args.out) if args.out else HERE / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = tuple(s for s in (SMOKE["sizes"] if args.smoke else SIZES) if s < args.ref)
     fit_sizes = tuple(s for s in sizes if (args.ref - 1) // (s - 1) >= 8)
     samples = []
     for seed in range(args.seeds):
@@ -78,6 +87,7 @@ def main() -> None:
     }
     atomic_write_json(out / "convergence.json", results)
     print(json.dumps({k: results[k] for k in ("order_fitted", "order_pairwise")}, indent=1))
+    print(f"wrote {out / 'convergence.json'}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python experiments/dcdm/run.py --quick   # CPU: train at 16³ (experiment=dcdm_quick), solve at 32³ and 64³
     python experiments/dcdm/run.py --full    # GPU: train at 64³ (data=poisson), solve at 64³ and 128³
+    python experiments/dcdm/run.py --smoke   # every step at test sizes (2-D, 12² -> 16²; seconds), into --out or a temp dir
 
 The network is trained once on the empty box (a run dir holding ``metrics.json`` is reused) and
 then used, unchanged, as the direction generator of the conjugate-direction solver on the
@@ -34,7 +35,9 @@ from neuropde.solvers.dcdm import dcdm_solve
 HERE = Path(__file__).resolve().parent
 MODES = {"quick": {"train": ["experiment=dcdm_quick"], "sizes": (32, 64), "systems": 2},
          "full": {"train": ["experiment=dcdm_quick", "data=poisson", "trainer.accelerator=gpu", "trainer.max_epochs=50"],
-                  "sizes": (64, 128), "systems": 4}}
+                  "sizes": (64, 128), "systems": 4},
+         # --smoke: dcdm_tiny is 2-D (12²), so its solves are 2-D systems
+         "smoke": {"train": ["experiment=dcdm_tiny"], "sizes": (16,), "systems": 1, "dim": 2}}
 DOMAINS = {"empty_box": ("training-like", 0), "smoke_like_closed": ("unseen", 1), "box_with_obstacles": ("unseen", 2)}
 TOLS = (1e-4, 1e-6)
 
@@ -88,20 +91,27 @@ def markdown_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: train at 16³, solve at 32³ and 64³")
     g.add_argument("--full", action="store_true", help="GPU: train at 64³, solve at 64³ and 128³")
-    p.add_argument("--out", default=str(HERE / "runs"), help="where the training run goes")
-    args = p.parse_args()
-    mode = "quick" if args.quick else "full"
+    g.add_argument("--smoke", action="store_true", help="every step at test sizes (seconds), into --out or a temp dir")
+    p.add_argument("--out", default=None, help="where the training run goes (default: runs/ here)")
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-dcdm-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     task, train_metrics = trained_task(mode, Path(args.out), device)
     results = {"solves": [], "train": {k: train_metrics[k] for k in ("params", "epochs", "sec_per_epoch", "test/rel_l2")}}
     for N in MODES[mode]["sizes"]:
         for domain, (kind, seed) in DOMAINS.items():
-            system = assemble(make_domain(domain, N, 3, seed))
+            system = assemble(make_domain(domain, N, MODES[mode].get("dim", 3), seed))
             rng = np.random.default_rng(100 + seed)
             rhs = [torch.as_tensor(divergence_rhs(system, rng), dtype=torch.float64) for _ in range(MODES[mode]["systems"])]
             for tol in TOLS:
@@ -118,10 +128,11 @@ def main() -> None:
     results["unseen_converged"] = all(r["dcdm"]["converged"] for r in results["solves"] if r["kind"] == "unseen")
     results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                           "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
-    (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results_dir / f"{mode}.json", results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("solves", "machine")}, indent=1))
     print(markdown_table(results))
+    print(f"wrote {results_dir / f'{mode}.json'}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ README.md here).
 
     python experiments/equino/run.py --quick   # CPU: fibre and ellipse RVEs (16×16 quad8)
     python experiments/equino/run.py --full    # GPU for training: 32×32 RVEs, 20,000 L-BFGS iterations
+    python experiments/equino/run.py --smoke   # every step at test sizes (8×8 RVEs, seconds), into --out or a temp dir
 
 Accuracy: ``python train.py experiment=equino_quick`` per RVE with the three losses of the same
 networks: ``physics`` (EquiNO, no labels beyond the bases), ``data`` (supervised on the 100 FE
@@ -38,6 +39,10 @@ MODES = {
              "losses": ("physics", "data", "energy"),
              "extra": ["data.resolution=32", "trainer.max_epochs=40", "trainer.accelerator=auto",
                        "trainer.enable_progress_bar=false"], "fe_points": 20, "repeats": 5},
+    # --smoke: equino_tiny on 8×8 fibre and ellipse RVEs (a data set name of its own for the ellipse)
+    "smoke": {"experiment": "equino_tiny", "rves": {"fibre": "rve_tiny",
+                                                    "ellipse": "rve_tiny data.name=rve_tiny_ellipse data.generator.geometry=ellipse"},
+              "losses": ("physics", "data", "energy"), "extra": ["logger=none"], "fe_points": 2, "repeats": 1},
 }
 KEYS = ("test/median_rel_err_sxx", "test/median_rel_err_syy", "test/median_rel_err_sxy", "test/rel_l2",
         "test/median_rel_err_sigma_bar", "test/median_rel_err_C_bar", "test/median_rel_err_ux",
@@ -53,7 +58,8 @@ def train_runs(mode: str, out: Path) -> dict:
             run = out / mode / f"{rve}_{loss}"
             if not (run / "metrics.json").exists():
                 t0 = time.perf_counter()
-                train(compose_config("train", ["experiment=equino_quick", f"data={data}", f"model.task.loss={loss}",
+                experiment = cfg.get("experiment", "equino_quick")
+                train(compose_config("train", [f"experiment={experiment}", *f"data={data}".split(), f"model.task.loss={loss}",
                                                *cfg["extra"], f"run_dir={run}"]))
                 print(f"{rve}/{loss}: trained in {time.perf_counter() - t0:.0f} s", flush=True)
             metrics = json.loads((run / "metrics.json").read_text())
@@ -97,14 +103,21 @@ def time_fe_and_fast_path(run: Path, n_points: int, repeats: int) -> dict:
             float(np.mean(dm.snapshots("test")["iterations"]))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: 16×16 fibre and ellipse RVEs")
     g.add_argument("--full", action="store_true", help="GPU: 32×32 RVEs, three geometries")
-    p.add_argument("--out", default=str(HERE / "runs"))
-    args = p.parse_args()
-    mode = "quick" if args.quick else "full"
+    g.add_argument("--smoke", action="store_true", help="every step at test sizes (seconds), into --out or a temp dir")
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-equino-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
     cfg = MODES[mode]
     t0 = time.perf_counter()
     runs = train_runs(mode, Path(args.out))
@@ -123,14 +136,15 @@ def main() -> None:
     }
     from neuropde.data.store import atomic_write_json
 
-    (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results_dir / f"{mode}.json", results)
     print(json.dumps({k: v for k, v in results.items() if k not in ("runs", "timing")}, indent=1))
     for rve, by_loss in runs.items():
         for loss, m in by_loss.items():
             print(f"{rve:14s} {loss:8s} σxx {100 * m['test/median_rel_err_sxx']:.2f} %  σyy "
                   f"{100 * m['test/median_rel_err_syy']:.2f} %  σxy {100 * m['test/median_rel_err_sxy']:.2f} %  "
                   f"σ̄ {100 * m['test/median_rel_err_sigma_bar']:.2f} %")
+    print(f"wrote {results_dir / f'{mode}.json'}")
 
 
 if __name__ == "__main__":

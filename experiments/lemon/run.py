@@ -4,6 +4,7 @@
     python experiments/lemon/run.py --quick   # CPU: experiment=lemon_quick, 3 seeds x 5 operators (~80 min on one core)
     python experiments/lemon/run.py --full    # GPU machine: 128 points, 64 frames, longer training
     python experiments/lemon/run.py --budgets # CPU: scratch vs k = 8 fine-tuning over 100-3,000 steps, lr 3e-4 and 1e-3
+    python experiments/lemon/run.py --smoke   # the --quick grid at test sizes (2 families, seconds), into --out or a temp dir
 
 The held-out family is ``burgers`` (the last of ``data.generator.families``); the pretraining
 families are the first k ∈ {1, 2, 4, 8} of the other eight, and separately a random k of them per
@@ -92,6 +93,24 @@ MODES = {
                           "ood": ["data.name=multi1d_full_zs_ood", "data.seed=2", "data.samples.test=1440",
                                   "data.generator.spread=0.3"]}},
 }
+# --smoke: every method and step of the quick grid at test sizes: two pretraining families (SMOKE_FAMILIES),
+# k = 2 and 1, one seed, one held-out operator, a few steps each
+SMOKE_FAMILIES = ("advection", "heat")
+MODES["smoke"] = {
+    **MODES["quick"], "seeds": (0,), "ks": (2, 1), "meta_ks": (2,), "operators": 1, "random_subsets": (0,),
+    "finetune_epochs": 2,
+    "pretrain": ["data.name=multi1d_smoke", "data.resolution=32", "data.generator.families=[advection,heat,burgers]",
+                 "data.generator.n_frames=8", "data.spec.t_out=7", "data.samples.train=120", "data.samples.val=60",
+                 "data.samples.test=60", "data.generator.shard_size=60", "data.loader.batch_size=16",
+                 "data.loader.n_context=2", "model.net.fno_modes=8", "model.net.fno_width=8", "model.net.fno_layers=2",
+                 "model.meta_tasks.n_tasks=2", "model.meta_tasks.n_support=3", "model.meta_tasks.n_query=3",
+                 "trainer.max_steps=4", "trainer.val_check_interval=2", "logger=csv"],
+    "meta": ["trainer.max_steps=2", "trainer.val_check_interval=2"],
+    "zeroshot": {"id": ["data.name=multi1d_smoke_zs_id", "data.seed=2", "data.samples.test=60"],
+                 "ood": ["data.name=multi1d_smoke_zs_ood", "data.seed=2", "data.samples.test=60",
+                         "data.generator.spread=0.3"]},
+    "sensitivity": {"lr1e-3": ["optimizer.lr=1e-3"],
+                    "lr1e-3_300epochs": ["optimizer.lr=1e-3", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=3"]}}
 
 
 def families_override(k: int) -> str:
@@ -122,9 +141,10 @@ def train_once(run: Path, overrides: list[str]) -> dict:
 def finetune_overrides(cfg: dict, seed: int, operator: int = 0) -> list[str]:
     """Few-shot fine-tuning on ten trajectories of the ``operator``-th burgers operator of the
     training split, tested on its other ten."""
+    epochs = cfg.get("finetune_epochs", FINETUNE_EPOCHS)
     return [*cfg["pretrain"], "stage=finetune", f"data.families=[{HELD_OUT}]", "data.n_shots=10",
             f"data.shot_operator={operator}", "data.loader.batch_size=10", "scheduler=none", "trainer.max_steps=-1",
-            f"trainer.max_epochs={FINETUNE_EPOCHS}", f"trainer.check_val_every_n_epoch={FINETUNE_EPOCHS}",
+            f"trainer.max_epochs={epochs}", f"trainer.check_val_every_n_epoch={epochs}",
             "trainer.val_check_interval=1.0", f"seed={seed}"]
 
 
@@ -367,24 +387,33 @@ def plot(by_k: dict, scratch: list[float], file: Path, random_subsets: dict | No
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: experiment=lemon_quick, 3 seeds")
     g.add_argument("--full", action="store_true", help="GPU machine: 128 points, 64 frames, longer training")
     g.add_argument("--budgets", action="store_true", help="CPU: scratch vs fine-tuning over fine-tuning budgets")
+    g.add_argument("--smoke", action="store_true", help="the quick grid at test sizes (seconds), into --out or a temp dir")
     p.add_argument("--lrs", nargs="*", help=f"--budgets: learning rates (default {' '.join(BUDGET_LRS)})")
     p.add_argument("--max-budget", type=int, help="--budgets: longest run for every lr given (default 3000 at "
                    "1e-3, 1000 at 3e-4)")
     p.add_argument("--methods", nargs="*", choices=("scratch", "finetune"), help="--budgets: which to train")
     p.add_argument("--summary-only", action="store_true", help="--budgets: only summarise the runs on disk")
     p.add_argument("--no-summary", action="store_true", help="--budgets: train only (another process summarises)")
-    p.add_argument("--out", default=str(HERE / "runs"))
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     p.add_argument("--seeds", nargs="*", type=int, help="subset of the mode's seeds")
     p.add_argument("--ks", nargs="*", type=int, help="numbers of pretraining families (default 8 4 2 1)")
     p.add_argument("--meta-k", nargs="*", type=int, help="k at which to meta-train (quick default: 8)")
     p.add_argument("--operators", type=int, help="held-out operators adapted to, one at a time (quick: 5)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.smoke:
+        import tempfile
+
+        global PRETRAIN_FAMILIES
+        PRETRAIN_FAMILIES = SMOKE_FAMILIES
+        args.out = args.out or tempfile.mkdtemp(prefix="neuropde-smoke-lemon-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
     if args.budgets:
         seeds = tuple(args.seeds) if args.seeds else MODES["quick"]["seeds"]
         lrs = tuple(args.lrs) if args.lrs else BUDGET_LRS
@@ -409,7 +438,7 @@ def main() -> None:
             print(f"lr {lr} ratio    " + "  ".join(f"{b}: {r:.2f}" for b, r in res["ratio"].get(lr, {}).items()))
         print("consistency:", json.dumps(res["consistency"]))
         return
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     cfg = MODES[mode]
     seeds = tuple(args.seeds) if args.seeds else cfg["seeds"]
     ks = tuple(args.ks) if args.ks else cfg["ks"]
@@ -424,7 +453,8 @@ def main() -> None:
     by_k["scratch"] = {k: scratch for k in ks}
     top = max(ks)
     results = {"mode": mode, "held_out": HELD_OUT, "pretraining_families": list(PRETRAIN_FAMILIES),
-               "shots": 10, "heldout_operators": operators, "finetune_epochs": FINETUNE_EPOCHS, "seeds": list(seeds), "k_reported": top,
+               "shots": 10, "heldout_operators": operators,
+               "finetune_epochs": cfg.get("finetune_epochs", FINETUNE_EPOCHS), "seeds": list(seeds), "k_reported": top,
                "heldout_scratch_rel_l2": scratch}
     for m in ADAPTED:
         results[f"heldout_{m}_rel_l2"] = by_k[m].get(top)
@@ -470,9 +500,9 @@ def main() -> None:
                                 "torch": torch.__version__, "python": platform.python_version()}})
     from neuropde.data.store import atomic_write_json
 
-    (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
-    plot(by_k, scratch, HERE / "results" / f"{mode}_error_vs_families.png",
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results_dir / f"{mode}.json", results)
+    plot(by_k, scratch, results_dir / f"{mode}_error_vs_families.png",
          {m: v for m, v in results["random_subsets"].items() if m != "families"})
     print(f"held-out {HELD_OUT}, 10 shots, relative L2 (persistence {results['persistence_rel_l2']:.4f})")
     print(f"{'method':10s}" + "".join(f"   k={k:<10d}" for k in sorted(ks)))
@@ -489,6 +519,7 @@ def main() -> None:
     for split, by_kind in results["zeroshot_rel_l2"].items():
         print(f"zero-shot ({split}), k={top}: " + ", ".join(f"{kind} {statistics.mean(v):.4f}" for kind, v in by_kind.items()))
     print("acceptance:", json.dumps(results["acceptance"]))
+    print(f"wrote {results_dir / f'{mode}.json'}")
 
 
 if __name__ == "__main__":

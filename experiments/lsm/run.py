@@ -3,6 +3,7 @@
 
     python experiments/lsm/run.py --quick   # CPU: darcy_small (85²) and ns2d_small (64²), 6 + 7 min per model
     python experiments/lsm/run.py --full    # GPU: darcy (85² from 421²) and ns2d (64² from 256²)
+    python experiments/lsm/run.py --smoke   # every model and step on darcy_tiny and ns2d_tiny (seconds), into --out or a temp dir
 
 Equal training time: every model first trains one epoch (the probe) to measure its seconds per
 epoch on this machine; its real run then gets ``floor(budget / probe seconds)`` epochs of the same
@@ -35,9 +36,10 @@ HERE = Path(__file__).resolve().parent
 COMMON = ["scheduler=onecycle", "optimizer=adamw", "optimizer.lr=3e-3", "logger=none",
           "plot_every_n_epochs=1000", "trainer.enable_progress_bar=false"]
 DATA = {"quick": {"darcy": ["data=darcy_small"], "ns2d": ["data=ns2d_small"]},
-        "full": {"darcy": ["data=darcy"], "ns2d": ["data=ns2d"]}}
+        "full": {"darcy": ["data=darcy"], "ns2d": ["data=ns2d"]},
+        "smoke": {"darcy": ["data=darcy_tiny"], "ns2d": ["data=ns2d_tiny"]}}
 # Budget in seconds of training per model (GPU figures are a guess until measured there).
-BUDGET = {"quick": {"darcy": 360, "ns2d": 420}, "full": {"darcy": 600, "ns2d": 900}}
+BUDGET = {"quick": {"darcy": 360, "ns2d": 420}, "full": {"darcy": 600, "ns2d": 900}, "smoke": {"darcy": 0.01, "ns2d": 0.01}}
 
 # Patch size per data set: Darcy's 85² is padded to 96² = 16·6, ns2d's 64² is 16·4 (as the reference).
 PATCH = {"darcy": "[6,6]", "ns2d": "[4,4]"}
@@ -47,6 +49,12 @@ def models(mode: str, data: str) -> dict[str, list[str]]:
     """Model settings by name. Quick: a slim LSM (width 16, 1.21 M parameters) against FNOs of
     the same size; full: the paper's LSM (width 64, 19.2 M) against the FNO paper's setting."""
     lsm = ["model=lsm", f"model.net.patch_size={PATCH[data]}"]
+    if mode == "smoke":  # the quick mode's models at test widths (darcy_tiny 29², ns2d_tiny 32²)
+        lsm = ["model=lsm", "model.net.patch_size=[2,2]", "model.net.n_scales=3", "model.net.n_heads=4"]
+        return {"lsm": lsm + ["model.net.width=8"],
+                "lsm_groupnorm": lsm + ["model.net.width=8", "model.net.norm=group"],
+                "fno": ["model=fno", "model.net.width=8", "model.net.modes=[6,6]"],
+                "fno_modes16": ["model=fno", "model.net.width=8", "model.net.modes=[8,8]"]}
     if mode == "quick":
         return {"lsm": lsm + ["model.net.width=16"],
                 "lsm_groupnorm": lsm + ["model.net.width=16", "model.net.norm=group"],
@@ -78,20 +86,26 @@ def markdown_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU-sized: darcy_small and ns2d_small")
     g.add_argument("--full", action="store_true", help="GPU-sized: darcy and ns2d")
+    g.add_argument("--smoke", action="store_true", help="every model at test sizes (seconds), into --out or a temp dir")
     p.add_argument("--data", nargs="*", default=["darcy", "ns2d"], choices=["darcy", "ns2d"])
     p.add_argument("--models", nargs="*", default=None, help="a subset of the model names (default: all)")
     p.add_argument("--budget", type=float, default=None, help="training seconds per model (default: per data set)")
-    p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     p.add_argument("--fresh", action="store_true", help="retrain even where metrics.json exists")
-    args = p.parse_args()
-    mode = "quick" if args.quick else "full"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = HERE / "results" / f"{mode}.json"
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-lsm-")
+    path = (Path(args.out) / "results" if args.smoke else HERE / "results") / f"{mode}.json"
+    args.out = args.out or str(HERE / "runs")
     results = json.loads(path.read_text()) if path.exists() else {}
     done = {(r["data"], r["model"]): r for r in results.get("runs", [])}
     for data in args.data:
@@ -114,10 +128,11 @@ def main() -> None:
             results["machine"] = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                                   "threads": torch.get_num_threads(), "torch": torch.__version__,
                                   "python": platform.python_version()}
-            path.parent.mkdir(exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(path, results)  # after every run, so a stopped study keeps what it has
     print(json.dumps({k: v for k, v in results.items() if k not in ("runs", "machine")}, indent=1))
     print(markdown_table(results))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

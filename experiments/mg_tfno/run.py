@@ -3,6 +3,7 @@ on the same data and budget (arXiv 2310.00120; see README.md here).
 
     python experiments/mg_tfno/run.py --quick   # CPU: ns2d_hr_t025 (64², T = 0.25, 512 pairs), mg_tfno_quick at 4 epochs
     python experiments/mg_tfno/run.py --full    # GPU: ns2d_hr (128², 2000 pairs)
+    python experiments/mg_tfno/run.py --smoke   # every variant at test sizes (ns2d_hr_tiny, 1 epoch), into --out or a temp dir
 
 Every variant is ``model=mg_tfno`` with other settings: spectral weights dense, per-layer Tucker
 (rank 0.1) or one joint Tucker tensor for all layers (rank 0.1, ``model.net.joint=true``), at
@@ -44,7 +45,8 @@ VARIANTS = {f"{w}_l{level}": WEIGHTS[w] + [f"model.net.levels={level}"] for leve
 BASELINE = "dense_l0"  # the dense FNO on whole fields: compression is relative to it
 # quick: 4 epochs (mg_tfno_quick has 20), the same for every variant, so that the 9 runs fit the CPU time.
 MODES = {"quick": ["experiment=mg_tfno_quick", "data=ns2d_hr_t025", "trainer.max_epochs=4"],
-         "full": ["model=mg_tfno", "data=ns2d_hr", "trainer.max_epochs=100"]}
+         "full": ["model=mg_tfno", "data=ns2d_hr", "trainer.max_epochs=100"],
+         "smoke": ["experiment=mg_tfno_tiny", "trainer.max_epochs=1", "logger=none"]}
 
 
 def call_memory_mb(model, x: torch.Tensor) -> float:
@@ -131,13 +133,14 @@ def markdown_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU-sized: ns2d_hr_t025, mg_tfno_quick budget at 4 epochs")
     g.add_argument("--full", action="store_true", help="GPU-sized: ns2d_hr at 128²")
+    g.add_argument("--smoke", action="store_true", help="every variant at test sizes (seconds), into --out or a temp dir")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     p.add_argument("--memory-only", action="store_true",
                    help="no training: parameters, memory per call and contraction time only (-> results/<mode>_memory.json)")
     p.add_argument("--seed", type=int, default=0, help="training seed (the data are the same for every seed)")
@@ -145,15 +148,21 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=None, help="with --memory-only: the field size (default: the data's)")
     p.add_argument("--epochs", type=int, default=None,
                    help="another training budget than the mode's (-> results/<mode>_e<N>.json, runs/<mode>_e<N>/)")
-    args = p.parse_args()
-    mode = "quick" if args.quick else "full"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-mg_tfno-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
     # seed 0 and the mode's budget: results/<mode>.json, runs/<mode>/
     tag = mode + (f"_seed{args.seed}" if args.seed else "") + (f"_e{args.epochs}" if args.epochs else "")
     if args.epochs:
         MODES[mode] = [o for o in MODES[mode] if not o.startswith("trainer.max_epochs=")] + \
             [f"trainer.max_epochs={args.epochs}"]
-    out_file = HERE / "results" / f"{tag}{'_memory' if args.memory_only else ''}.json"
+    out_file = results_dir / f"{tag}{'_memory' if args.memory_only else ''}.json"
     keys = ("params", "compression", "rel_l2", "h1", "peak_mem_mb_per_call", "sec_per_epoch")
     results = json.loads(out_file.read_text()) if out_file.exists() and not args.memory_only else {}
     for k in keys:
@@ -168,7 +177,7 @@ def main() -> None:
     def save() -> None:
         if BASELINE in results["params"]:
             results["compression"] = {k: results["params"][BASELINE] / v for k, v in results["params"].items()}
-        out_file.parent.mkdir(exist_ok=True)
+        out_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out_file, results)
 
     from hydra.utils import instantiate
@@ -200,10 +209,12 @@ def main() -> None:
             one_call_memory(net, int(cfg.data.resolution), int(cfg.data.window.t_in), device), 3)
         save()  # after every variant: a cut run keeps what it has measured
     if not args.no_timing:
-        results["tucker_contraction_ms_per_call"] = contraction_ms(compose_config("train", MODES[mode]), device)
+        results["tucker_contraction_ms_per_call"] = contraction_ms(compose_config("train", MODES[mode]), device,
+                                                                   repeats=2 if args.smoke else 10)
         save()
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=1))
     print(markdown_table(results))
+    print(f"wrote {out_file}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python experiments/observer/run.py --quick   # CPU: ks (L = 22, 64 points) and kdv (128 points)
     python experiments/observer/run.py --full    # GPU: ks_64 (L = 64, 256 points) and ns2d
+    python experiments/observer/run.py --smoke   # every step at test sizes (ks_tiny, kdv_tiny; seconds), into --out or a temp dir
     python experiments/observer/run.py --quick --data ks --gain gated innovation --seeds 0 1 2   # gain comparison
 
 One observer per data set is trained (``experiment=observer_quick`` settings; a run dir holding
@@ -39,7 +40,9 @@ from neuropde.run import compose_config, build_datamodule, build_task, predict_c
 from neuropde.tasks.observer import without_horizon
 
 HERE = Path(__file__).resolve().parent
-DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"]}
+DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"], "smoke": ["ks_tiny", "kdv_tiny"]}
+# --smoke: observer_tiny, its test trajectories long enough for warm-up + 4 windows (a data set name of their own)
+SMOKE = ["experiment=observer_tiny", "data.generator.n_frames=56", "data.samples.test=2"]
 FRACTIONS, NOISES, EVERY = (1.0, 0.25, 0.05), (0.0, 0.05), 5
 
 
@@ -56,7 +59,8 @@ def trained(mode: str, data: str, out: Path, gain: str | None = None, seed: int 
             epochs: int | None = None, backend: str | None = None, rank: int | None = None) -> Path:
     run = out / mode / run_name(data, gain, seed, epochs, backend, rank)
     if not (run / "metrics.json").exists():
-        extra = [] if mode == "quick" else ["trainer.accelerator=gpu", "trainer.max_epochs=100"]
+        extra = {"quick": [], "smoke": SMOKE + [f"data.name={data}_smoke"]}.get(
+            mode, ["trainer.accelerator=gpu", "trainer.max_epochs=100"])
         extra += [f"model.net.gain={gain}"] if gain else []
         extra += [f"model.net.gain_rank={rank}"] if rank else []
         extra += [f"seed={seed}"] if seed is not None else []
@@ -161,11 +165,12 @@ def gains_table(gains: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU-sized: ks and kdv")
     g.add_argument("--full", action="store_true", help="GPU-sized: ks_64 and ns2d")
+    g.add_argument("--smoke", action="store_true", help="every step at test sizes (seconds), into --out or a temp dir")
     p.add_argument("--data", nargs="*", default=None, help="a subset of the mode's data sets")
     p.add_argument("--gain", nargs="*", default=None, choices=("gated", "innovation"),
                    help="train these gains (model.net.gain) instead of the config's")
@@ -174,13 +179,19 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the experiment's)")
     p.add_argument("--backend", choices=("neuralop", "neuropde"), default=None,
                    help="FNO layers of predictor and gain (default: the config's)")
-    p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
-    args = p.parse_args()
-    mode = "quick" if args.quick else "full"
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    path = HERE / "results" / f"{mode}.json"
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-observer-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
+    path = results_dir / f"{mode}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    gains_path = HERE / "results" / f"{mode}_gains.json"
+    gains_path = results_dir / f"{mode}_gains.json"
     gains = json.loads(gains_path.read_text()) if gains_path.exists() else {}
     for data, seed, gain in [(d, s, g) for d in args.data or DATA[mode] for s in args.seeds or [None]
                              for g in args.gain or [None]]:  # seeds outermost: gains stay paired if cut short
@@ -197,7 +208,7 @@ def main() -> None:
                            "backend": args.backend or "config",
                            **{k: acc[k] for k in ("assim_final_rel_l2", "openloop_final_rel_l2",
                                                   "assim_mean_rel_l2", "openloop_mean_rel_l2", "gate_mean")}}
-        gains_path.parent.mkdir(exist_ok=True)
+        gains_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(gains_path, gains)
         if args.gain or args.gain_rank or args.epochs or (args.seeds and seed != args.seeds[0]):
             continue  # results/<mode>.json and the plots: the config's model and budget, first seed only
@@ -209,13 +220,14 @@ def main() -> None:
         results["machine"] = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                               "threads": torch.get_num_threads(), "torch": torch.__version__,
                               "python": platform.python_version()}
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(path, results)
-        plot(r, data, HERE / "results" / f"{mode}_{data}.png")
+        plot(r, data, results_dir / f"{mode}_{data}.png")
     print(json.dumps({k: v for k, v in results.items() if k.endswith("rel_l2")}, indent=1))
     print(markdown_table(results))
     if args.gain or args.seeds:
         print(gains_table(gains))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

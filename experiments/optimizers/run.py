@@ -10,6 +10,7 @@ the test relative L2 per rule, and every run) and ``results/quick_loss.png`` (tr
 validation relative L2 against the step, mean over seeds per rule).
 
     python experiments/optimizers/run.py --quick --rules adamw,hybrid_auon   # rerun some rules only
+    python experiments/optimizers/run.py --smoke   # every rule, one seed, experiment=sfno_tiny (seconds), into --out or a temp dir
 
 A rule with no run on disk keeps its entry of the existing ``results/quick.json``, marked
 ``"carried_over": true`` (its runs were made by an earlier version of the code).
@@ -34,21 +35,24 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RULES = ("adamw", "muon", "auon", "hybrid_auon", "root", "muon_randomized")
 SEEDS = (0, 1, 2)
+# --smoke: the same sweep and collection with experiment=sfno_tiny and one seed
+MODES = {"quick": {"experiment": "sfno_quick", "seeds": SEEDS, "extra": []},
+         "smoke": {"experiment": "sfno_tiny", "seeds": (0,), "extra": ["trainer.max_epochs=1"]}}
 
 
 def run_dir(out: Path, rule: str, seed: int) -> Path:
     return out / f"{rule}_seed{seed}"
 
 
-def sweep(out: Path, rules: tuple[str, ...]) -> None:
+def sweep(out: Path, rules: tuple[str, ...], mode: str = "quick") -> None:
     """Launch the missing (rule, seed) runs, one Hydra multirun per seed."""
-    for seed in SEEDS:
+    for seed in MODES[mode]["seeds"]:
         missing = [r for r in rules if not (run_dir(out, r, seed) / "metrics.json").exists()]
         if not missing:
             continue
         # hydra.sweep.subdir names each run by rule and seed so the collection step finds it
-        cmd = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=sfno_quick",
-               f"optimizer={','.join(missing)}", f"seed={seed}",
+        cmd = [sys.executable, str(ROOT / "train.py"), "-m", f"experiment={MODES[mode]['experiment']}",
+               f"optimizer={','.join(missing)}", f"seed={seed}", *MODES[mode]["extra"],
                f"hydra.sweep.dir={out}", "hydra.sweep.subdir=${hydra:runtime.choices.optimizer}_seed${seed}"]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, cwd=ROOT)
@@ -68,7 +72,7 @@ def read_curves(path: Path) -> dict[str, list[tuple[int, float]]]:
     return curves
 
 
-def plot(runs: dict, file: Path) -> None:
+def plot(runs: dict, file: Path, experiment: str = "sfno_quick") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,7 +96,7 @@ def plot(runs: dict, file: Path) -> None:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("SFNO, experiment=sfno_quick: mean over seeds")
+    fig.suptitle(f"SFNO, experiment={experiment}: mean over seeds")
     fig.tight_layout()
     tmp = file.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -100,10 +104,10 @@ def plot(runs: dict, file: Path) -> None:
     plt.close(fig)
 
 
-def collect(out: Path) -> dict:
+def collect(out: Path, results_dir: Path = HERE / "results", mode: str = "quick") -> dict:
     runs: dict[str, list] = {}
     for rule in RULES:
-        for seed in SEEDS:
+        for seed in MODES[mode]["seeds"]:
             path = run_dir(out, rule, seed)
             if not (path / "metrics.json").exists():
                 continue
@@ -116,12 +120,13 @@ def collect(out: Path) -> dict:
         summary[rule] = {"test_rel_l2_mean": statistics.fmean(errs),
                          "test_rel_l2_std": statistics.stdev(errs) if len(errs) > 1 else float("nan"),
                          "seeds": len(errs), "runs": {r["seed"]: r["test_rel_l2"] for r in by_seed}}
-    (HERE / "results").mkdir(exist_ok=True)
+    results_dir.mkdir(parents=True, exist_ok=True)
     if runs:
         # a partial rerun gets its own plot: the curves of carried-over rules are not on disk
         partial = set(runs) != set(RULES)
-        plot(runs, HERE / "results" / ("quick_loss_rerun.png" if partial else "quick_loss.png"))
-    previous = HERE / "results" / "quick.json"
+        plot(runs, results_dir / (f"{mode}_loss_rerun.png" if partial else f"{mode}_loss.png"),
+             MODES[mode]["experiment"])
+    previous = results_dir / f"{mode}.json"
     if previous.exists():
         for rule, entry in json.loads(previous.read_text())["rules"].items():
             if rule not in summary:
@@ -132,28 +137,37 @@ def collect(out: Path) -> dict:
     return summary
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", required=True, help="experiment=sfno_quick (CPU-sized)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--quick", action="store_true", help="experiment=sfno_quick (CPU-sized)")
+    g.add_argument("--smoke", action="store_true", help="every rule, one seed, sfno_tiny (seconds), into --out or a temp dir")
     p.add_argument("--collect", action="store_true", help="only gather finished runs")
     p.add_argument("--rules", default=",".join(RULES), help="comma-separated optimizer configs to run")
-    p.add_argument("--out", default=str(HERE / "runs" / "quick"), help="where the run dirs go")
-    args = p.parse_args()
-    out = Path(args.out).resolve()
+    p.add_argument("--out", default=None, help="where the run dirs go (default: runs/quick here)")
+    args = p.parse_args(argv)
+    mode = "smoke" if args.smoke else "quick"
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-optimizers-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    out = Path(args.out or HERE / "runs" / "quick").resolve()
     t0 = time.perf_counter()
     if not args.collect:
         unknown = set(args.rules.split(",")) - set(RULES)
         if unknown:
             p.error(f"unknown rules {sorted(unknown)}; choose from {RULES}")
-        sweep(out, tuple(args.rules.split(",")))
-    summary = collect(out)
-    results = {"experiment": "sfno_quick", "rules": summary,
+        sweep(out, tuple(args.rules.split(",")), mode)
+    summary = collect(out, results_dir, mode)
+    results = {"experiment": MODES[mode]["experiment"], "rules": summary,
                "sweep_wall_seconds": None if args.collect else round(time.perf_counter() - t0, 1),
                "machine": {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                            "torch": torch.__version__, "python": platform.python_version()}}
-    atomic_write_json(HERE / "results" / "quick.json", results)
+    atomic_write_json(results_dir / f"{mode}.json", results)
     for rule, s in summary.items():
         print(f"{rule:12s} {s['test_rel_l2_mean']:.3e} ± {s['test_rel_l2_std']:.1e}  ({s['seeds']} seeds)")
+    print(f"wrote {results_dir / f'{mode}.json'}")
 
 
 if __name__ == "__main__":

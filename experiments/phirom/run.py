@@ -4,6 +4,7 @@ horizon (arXiv 2505.14595; README.md here).
     python experiments/phirom/run.py --quick   # CPU: parametric Burgers (data=burgers_nu), 3 seeds
     python experiments/phirom/run.py --full    # GPU machine: longer Burgers training, then ns2d
     python experiments/phirom/run.py --full --studies ns2d   # GPU machine: ns2d alone
+    python experiments/phirom/run.py --smoke   # both studies at test sizes (seconds), into --out or a temp dir
 
 Each run is ``python train.py experiment=phirom_quick`` with ``model.task.dynamics_target=solver``
 (Φ-ROM: Ψ fitted to the latent velocity that reproduces the data solver's time derivative, the
@@ -49,8 +50,17 @@ MODES = {
     "full_ns2d": {"experiment": "phirom_ns2d", "data": "ns2d_rom", "train_frames": 50, "frames": 100,
                   "seeds": (0, 1, 2), "observations": {"full": 1.0, "sparse": 0.05},
                   "extra": ["trainer.enable_progress_bar=false"]},
+    # --smoke: both studies at test sizes (burgers_tiny, 16² ns2d_rom_tiny), one seed, 2 epochs
+    "smoke": {"experiment": "phirom_tiny", "data": "burgers_tiny", "train_frames": 8, "frames": 16,
+              "seeds": (0,), "observations": {"full": 1.0, "sparse": 0.05},
+              "extra": ["logger=none", "data.loader.epoch_repeats=2"]},
+    "smoke_ns2d": {"experiment": "phirom_ns2d_tiny", "data": "ns2d_rom_tiny", "train_frames": 8, "frames": 16,
+                   "seeds": (0,), "observations": {"full": 1.0},
+                   "extra": ["logger=none", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1",
+                             "data.loader.epoch_repeats=1"]},
 }
-STUDIES = {"quick": {"burgers": "quick"}, "full": {"burgers": "full", "ns2d": "full_ns2d"}}
+STUDIES = {"quick": {"burgers": "quick"}, "full": {"burgers": "full", "ns2d": "full_ns2d"},
+           "smoke": {"burgers": "smoke", "ns2d": "smoke_ns2d"}}
 
 
 def run_one(run: Path, experiment: str, method: str, fraction: float, seed: int, extra: list[str]) -> dict:
@@ -95,16 +105,23 @@ def plot(runs: dict, file: Path, train_frames: int) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: parametric Burgers, 3 seeds")
     g.add_argument("--full", action="store_true", help="GPU machine: longer Burgers training, then ns2d")
-    p.add_argument("--out", default=str(HERE / "runs"))
+    g.add_argument("--smoke", action="store_true", help="both studies at test sizes (seconds), into --out or a temp dir")
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     p.add_argument("--observations", nargs="*", help="subset of: full sparse")
     p.add_argument("--studies", nargs="*", help="subset of: burgers ns2d (--full runs both)")
-    args = p.parse_args()
-    studies = STUDIES["quick" if args.quick else "full"]
+    args = p.parse_args(argv)
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-phirom-")
+    args.results = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
+    studies = STUDIES["quick" if args.quick else "smoke" if args.smoke else "full"]
     for name, mode in studies.items():
         if not args.studies or name in args.studies:
             study(mode, args)
@@ -137,14 +154,15 @@ def study(mode: str, args) -> None:
                                 "torch": torch.__version__, "python": platform.python_version()}})
     from neuropde.data.store import atomic_write_json
 
-    (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
-    plot(runs, HERE / "results" / f"{mode}_error_vs_time.png", results["train_frames"])
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results / f"{mode}.json", results)
+    plot(runs, args.results / f"{mode}_error_vs_time.png", results["train_frames"])
     for key, value in results.items():
         if key.endswith(("rel_l2", "rel_l2_sparse")):
             print(f"{key:34s} mean {statistics.mean(value):.4f}  by seed {[round(v, 4) for v in value]}")
         elif key.startswith("phirom_wins"):
             print(f"{key:34s} {value}")
+    print(f"wrote {args.results / f'{mode}.json'}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ against the full Laplacian (arXiv 2307.12306; README.md here).
     python experiments/sdgd/run.py --full    # GPU: train and time at d = 10², 10³, 10⁴, 10⁵
     python experiments/sdgd/run.py --d1000   # CPU: SDGD (B = 100) against the exact Laplacian at d = 1,000,
                                              # equal training time, side by side on the two cores
+    python experiments/sdgd/run.py --smoke   # the --quick steps at test sizes (seconds), into --out or a temp dir
 
 Accuracy: ``python train.py experiment=sdgd_pinn_quick`` (Poisson, two-body solution, d = 100) and,
 in ``--full``, the published setting (Allen–Cahn, Poisson, sine-Gordon; B = 100, 10,000 steps) at
@@ -65,6 +66,12 @@ MODES = {
                        for op in ("poisson", "allen_cahn", "sine_gordon") for d in (100, 1_000, 10_000, 100_000)},
              "steps": {"sdgd": 20, "full": {100: 20, 1_000: 10, 10_000: 5, 100_000: 2}}},
 }
+# --smoke: the quick runs (the same experiment and optimizer options) cut to 5 steps at d = 10, one timed step at d = 100
+_TINY = ["data.dim=10", "trainer.enable_progress_bar=false", "data.steps_per_epoch=5", "trainer.max_epochs=1", "data.samples.val=50",
+         "data.samples.test=50", "model.task.batch_dims=4", "logger=none"]
+MODES["smoke"] = {"dims": (100,), "device": "cpu",
+                  "train": {name: overrides + _TINY for name, overrides in MODES["quick"]["train"].items()},
+                  "steps": {"sdgd": 1, "full": {100: 1}}}
 WARMUP = 1
 
 
@@ -229,21 +236,28 @@ def d1000_study(out: Path, budget: float, seed: int) -> dict:
                       "N_r = 100 radius-uniform points per step, Poisson two-body)"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU: d up to 10^4")
     g.add_argument("--full", action="store_true", help="GPU: d up to 10^5")
     g.add_argument("--d1000", action="store_true",
                    help="CPU: SDGD (B = 100) against the exact Laplacian at d = 1,000, equal training time")
+    g.add_argument("--smoke", action="store_true", help="the --quick steps at test sizes (seconds), into --out or a temp dir")
     g.add_argument("--measure", nargs=4, metavar=("DIM", "ESTIMATOR", "STEPS", "DEVICE"), help=argparse.SUPPRESS)
-    p.add_argument("--out", default=str(HERE / "runs"))
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     p.add_argument("--budget", type=float, default=600.0, help="--d1000: training seconds per run")
     p.add_argument("--seed", type=int, default=0, help="--d1000: seed of both runs")
     p.add_argument("--skip-train", action="store_true", help="only the step timings")
     p.add_argument("--reuse-timings", action="store_true",
                    help="take the step timings from the existing results/<mode>.json instead of measuring again")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-sdgd-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    args.out = args.out or str(HERE / "runs")
     if args.measure:
         dim, estimator, steps, device = args.measure
         print(json.dumps(measure(int(dim), estimator, int(steps), device)))
@@ -259,7 +273,7 @@ def main() -> None:
         print(json.dumps({n: {k: r[k] for k in ("estimator", "B", "steps_reached", "train_seconds", "test/rel_l2")}
                           for n, r in results["runs"].items()}, indent=1))
         return
-    mode = "quick" if args.quick else "full"
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     cfg = MODES[mode]
     device = cfg["device"] if cfg["device"] == "cpu" or torch.cuda.is_available() else "cpu"
     out = Path(args.out)
@@ -267,7 +281,7 @@ def main() -> None:
     runs = {} if args.skip_train else train_runs(mode, out)
 
     timings: dict[str, dict] = {"sdgd_unbiased_B100": {}, "full": {}}
-    previous = HERE / "results" / f"{mode}.json"
+    previous = results_dir / f"{mode}.json"
     if args.reuse_timings:
         if not previous.exists():
             raise SystemExit(f"--reuse-timings: {previous} does not exist; run without it first")
@@ -295,7 +309,7 @@ def main() -> None:
         "peak_memory_mb": {name: {d: (v if isinstance(v, str) else v["peak_memory_mb"]) for d, v in t.items()}
                            for name, t in timings.items()},
         "sdgd_vs_full_speedup": {str(d): speedup(d) for d in cfg["dims"]},
-        "sdgd_vs_full_speedup_d10000": speedup(10_000),
+        "sdgd_vs_full_speedup_d10000": speedup(10_000) if 10_000 in cfg["dims"] else None,
         "timings": timings, "runs": runs,
         "step_setting": {"points": 100, "batch_dims": 100, "width": 128, "depth": 3, "dim_chunk": 1000,
                          "optimizer": "adam", "warmup_steps": WARMUP},
@@ -306,9 +320,10 @@ def main() -> None:
     }
     from neuropde.data.store import atomic_write_json
 
-    (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results_dir / f"{mode}.json", results)
     print(json.dumps({k: results[k] for k in ("poisson_d100_rel_l2", "sdgd_vs_full_speedup", "sec_per_iter")}, indent=1))
+    print(f"wrote {results_dir / f'{mode}.json'}")
 
 
 if __name__ == "__main__":

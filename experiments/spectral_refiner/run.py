@@ -3,6 +3,7 @@ and does the residual norm estimate the error? (arXiv 2405.17211; see README.md 
 
     python experiments/spectral_refiner/run.py --quick [--ckpt RUN_DIR]   # CPU, sfno_quick setting
     python experiments/spectral_refiner/run.py --full  [--ckpt RUN_DIR]   # GPU, model=sfno data=ns2d
+    python experiments/spectral_refiner/run.py --smoke [--out DIR]        # the same steps at sfno_tiny sizes (seconds)
 
 Trains the model (unless --ckpt names a finished run), then predicts the test split with
 refinement at the training grid and zero-shot at 256², and writes results/<mode>.json.
@@ -28,19 +29,29 @@ MODES = {
     "quick": {"train": ["experiment=sfno_quick"],
               "zero_shot": ["data.resolution=256", "data.window.eval_stride=null", "data.samples.test=4"]},
     "full": {"train": ["model=sfno", "data=ns2d"], "zero_shot": ["data.resolution=256"]},
+    # --smoke: the same steps at test sizes (ns2d_tiny, 32²; zero-shot at 48², 2 refinement steps)
+    "smoke": {"train": ["experiment=sfno_tiny", "logger=none"], "refine": ["refine.steps=2", "n_plots=1"],
+              "zero_shot": ["data.resolution=48", "data.window.eval_stride=null", "data.samples.test=2"]},
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--quick", action="store_true", help="CPU, sfno_quick setting (<= 15 min on 2 cores)")
     g.add_argument("--full", action="store_true", help="GPU, model=sfno data=ns2d")
+    g.add_argument("--smoke", action="store_true", help="every step at test sizes (seconds), into --out or a temp dir")
     p.add_argument("--ckpt", help="a finished training run (dir or .ckpt) to reuse instead of training")
-    p.add_argument("--out", default=str(HERE / "runs"), help="where run dirs go")
-    args = p.parse_args()
-    mode = "quick" if args.quick else "full"
-    out = Path(args.out) / mode
+    p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
+    args = p.parse_args(argv)
+    mode = "quick" if args.quick else "smoke" if args.smoke else "full"
+    if args.smoke and args.out is None:
+        import tempfile
+
+        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-refiner-")
+    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
+    out = Path(args.out or HERE / "runs") / mode
+    refine = ["refine.enabled=true", *MODES[mode].get("refine", [])]
     t0 = time.perf_counter()
 
     ckpt = args.ckpt
@@ -50,9 +61,9 @@ def main() -> None:
         train_metrics = train(compose_config("train", MODES[mode]["train"] + [f"run_dir={ckpt}"]))
     t_trained = time.perf_counter()
 
-    on_grid = predict(compose_config("predict", [f"ckpt={ckpt}", "refine.enabled=true", f"run_dir={out / 'refine'}"]))
+    on_grid = predict(compose_config("predict", [f"ckpt={ckpt}", *refine, f"run_dir={out / 'refine'}"]))
     t1 = time.perf_counter()
-    zero = predict(compose_config("predict", [f"ckpt={ckpt}", "refine.enabled=true", f"run_dir={out / 'refine_256'}"]
+    zero = predict(compose_config("predict", [f"ckpt={ckpt}", *refine, f"run_dir={out / 'refine_256'}"]
                            + ["+" + o for o in MODES[mode]["zero_shot"]]))
     t2 = time.perf_counter()
 
@@ -74,9 +85,10 @@ def main() -> None:
         "machine": {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                     "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()},
     }
-    (HERE / "results").mkdir(exist_ok=True)
-    atomic_write_json(HERE / "results" / f"{mode}.json", results)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(results_dir / f"{mode}.json", results)
     print(json.dumps({k: v for k, v in results.items() if not isinstance(v, dict)}, indent=2))
+    print(f"wrote {results_dir / f'{mode}.json'}")
 
 
 if __name__ == "__main__":
