@@ -61,6 +61,20 @@ COMMANDS: dict[str, tuple] = {
                                                  "assimilates with one"),
     "python train.py hydra.searchpath=[file://<dir>/conf] model=toy data=ns2d_tiny": (
         NOT_HERE, "<dir> is the user's plugin folder; tests/test_plugin_family.py runs this command with one"),
+    # README.md, "Your own data": the files are the user's; tests/test_user_data.py trains on each format
+    "python train.py model=fno data=file data.path=runs.npz data.keys=[u]": (COMPOSE, "the user's file"),
+    "python train.py model=fno data=file data.path=ns_V1e-3_N5000_T50.mat data.keys=[u] data.layout=\"N X Y T\"": (
+        COMPOSE, "the FNO benchmark's 1.8 GB download; tests/test_readers.py reads a v7.3 .mat of that layout"),
+    "python train.py model=fno data=file data.path=my_runs/ data.keys=[rho,vx,vy] data.layout=\"N T X Y\"": (
+        COMPOSE, "the user's files"),
+    "python train.py model=fno data=file data.path=darcy.h5 data.input_key=coeff data.output_key=sol "
+    "data.layout=\"N X Y\" data.periodic=false": (COMPOSE, "the user's file"),
+    "python train.py model=fno data=well data.path=the_well/datasets/turbulent_radiative_layer_2D": (
+        COMPOSE, "a download of The Well; tests/test_user_data.py trains on the_well's dummy files"),
+    "python train.py model=fno data=pdebench data.path=2D_diff-react_NA_NA.h5": (COMPOSE, "a PDEBench download"),
+    "python predict.py ckpt=outputs/… data.path=other_runs.npz": (
+        NOT_HERE, "a run and a file of the user's; tests/test_user_data.py predicts on another file"),
+    "python generate.py data=ns2d_small export=well": (RUN, ["data=ns2d_tiny"]),
     # experiments/*/README.md
     "python train.py experiment=fno_quick model.net.backend=…": (COMPOSE, "the same run as above with backend=neuralop"),
     "python predict.py ckpt=<dcdm run> solve.resolution=64 solve.domain=smoke_like_closed": (

@@ -55,25 +55,6 @@ class SourceWindows(Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
 
-class _OneFrame:
-    """A source seen through one of its frames (a pair's input or output), for statistics."""
-
-    def __init__(self, source, frame: int):
-        from dataclasses import replace
-
-        self.source, self.frame = source, frame
-        self.info = replace(source.info, n_frames=1, constants=[])
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def frames(self, i: int, start: int, stop: int) -> np.ndarray:
-        return self.source.frames(i, self.frame, self.frame + 1)
-
-    def constants(self, i: int):
-        return None
-
-
 class InMemory:
     """A source read whole into memory once (``data.in_memory=true``): fastest when the split fits."""
 
@@ -144,17 +125,16 @@ class FileDataModule(GeneratedDataModule):
         sources = self.open()
         train = sources["train"]
         info = train.info
-        if info.kind == "pair":
-            inputs, outputs = scan(_OneFrame(train, 0), "train"), scan(_OneFrame(train, 1), "train")
-        else:
-            inputs = outputs = scan(train, "train")
+        moments = scan(train, "train")
         # every split is read once now: a NaN or Inf in val or test is found before training, not after
         for split in ("val", "test"):
             scan(sources[split], split)
-        mean = list(inputs["mean"]) + list(inputs.get("constants_mean") or [])
-        std = list(inputs["std"]) + list(inputs.get("constants_std") or [])
+        # pairs: input and output frames have their own scales (a coefficient and a solution)
+        inp, out = ("in_", "out_") if info.kind == "pair" else ("", "")
+        mean = list(moments[f"{inp}mean"]) + list(moments["constants_mean"])
+        std = list(moments[f"{inp}std"]) + list(moments["constants_std"])
         self.stats = {"mean": _shaped(mean, info), "std": _shaped(std, info),
-                      "out_mean": _shaped(outputs["mean"], info), "out_std": _shaped(outputs["std"], info)}
+                      "out_mean": _shaped(moments[f"{out}mean"], info), "out_std": _shaped(moments[f"{out}std"], info)}
 
     def load(self, split: str) -> torch.Tensor:
         """A whole split in memory, (N, T, *space), or (N, T, C, *space) with several channels: for
