@@ -427,6 +427,15 @@ def resume_config(cfg: DictConfig) -> DictConfig:
         raise UserError(f"resume={cfg.resume} continues the run its checkpoint holds, and these overrides change it "
                         f"({shown}): drop them to continue it (only trainer.max_epochs, devices, loggers and the like "
                         "may change), or start a new run from its weights with init_from= instead of resume=")
+    length = [k for k in steering if k in ("trainer.max_epochs", "trainer.max_steps") and kept.get(k) != given.get(k)]
+    schedule = str((stored.get("scheduler") or {}).get("_target_") or "")
+    from neuropde.optim.schedulers import SPAN_THE_RUN
+
+    if length and schedule.rpartition(".")[2] in SPAN_THE_RUN:
+        raise UserError(f"resume={cfg.resume}: {length[0]} {kept.get(length[0])} -> {given.get(length[0])} changes the "
+                        f"length of a run whose learning rate follows {schedule.rpartition('.')[2]} planned over its "
+                        "length, which has no plan past it: resume without changing the length, or train on from its "
+                        f"weights with init_from={cfg.resume} and the new length")
     OmegaConf.set_struct(stored, False)
     for key in steering:
         OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)

@@ -53,8 +53,7 @@ COMMANDS: dict[str, tuple] = {
     "python train.py -m hydra/launcher=slurm model=fno,sfno seed=0,1,2 resume=auto hydra.sweep.dir=multirun/study1": (
         NOT_HERE, "needs hydra-submitit-launcher and a SLURM cluster"),
     "python predict.py ckpt=PATH": (RUN, ["n_plots=0"]),
-    "python train.py … resume=PATH": (NOT_HERE, "`…` is the interrupted run's own command; tests/test_pipeline.py "
-                                      "resumes runs exactly"),
+    "python train.py resume=<run>/checkpoints/last.ckpt": (RUN, []),  # a finished run: tested again
     "python predict.py ckpt=… refine=true [refine.steps=100 refine.lr_bias=3e-5 refine.modes=[32,32,6]]": (
         RUN, ["refine.steps=2", "refine.modes=[16,16,4]", "n_plots=0"], "sfno"),   # sfno_tiny: 32², 8 frames
     "python predict.py ckpt=… assimilate=true": (COMPOSE, "needs an observer checkpoint; tests/test_observer.py "
@@ -154,7 +153,7 @@ def parse(command: str) -> tuple[str, list[str]]:
             w = w[1:]
         while w.count("]") > w.count("["):
             w = w[:-1]
-        if w.startswith(("ckpt=", "init_from=")):
+        if w.startswith(("ckpt=", "init_from=", "resume=")):
             w = w.split("=", 1)[0] + "=" + CKPT
         w = w.replace("data=<name>", "data=ns2d_tiny").replace("backend=…", "backend=neuralop")
         args.append(w)

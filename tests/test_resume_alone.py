@@ -57,7 +57,7 @@ def test_resume_steering_overrides_apply_and_others_are_refused(data_root, tmp_p
     from neuropde.run import train
 
     out = tmp_path / "run"
-    train(compose("train", ["experiment=fno_tiny", "trainer.max_epochs=1", f"run_dir={out}"]))
+    train(compose("train", ["experiment=fno_tiny", "trainer.max_epochs=1", "scheduler=step", f"run_dir={out}"]))
     last = out / "checkpoints" / "last.ckpt"
     # steering: more epochs, in the run's own dir, under the stored config (the experiment not repeated)
     cfg = run_module.resume_config(compose("train", [f"resume={last}", "trainer.max_epochs=2"]))
@@ -65,6 +65,11 @@ def test_resume_steering_overrides_apply_and_others_are_refused(data_root, tmp_p
     assert cfg.data.name == "ns2d_tiny"
     # repeating the original overrides is the same run
     assert run_module.resume_config(compose("train", ["experiment=fno_tiny", f"resume={last}"])).model.net.width == 8
+    # a schedule planned over the run's length (the default one-cycle) has nothing past its end
+    cycled = tmp_path / "cycled"
+    train(compose("train", ["experiment=fno_tiny", "trainer.max_epochs=1", f"run_dir={cycled}"]))
+    with pytest.raises(UserError, match="one_cycle.*init_from"):
+        run_module.resume_config(compose("train", [f"resume={cycled}", "trainer.max_epochs=2"]))
 
     def no_data(*args, **kwargs):
         raise AssertionError("data were touched before the refusal")

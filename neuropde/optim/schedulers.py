@@ -37,3 +37,8 @@ def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> dict:
     total = max(int(total_steps), 1)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
     return {"scheduler": sched, "interval": "step"}
+
+
+# Schedules planned over the run's length (total_steps): a resumed run cannot be made longer or
+# shorter under them, there is no plan past its end (neuropde.run.resume_config says so).
+SPAN_THE_RUN = ("one_cycle", "cosine", "linear_decay")
