@@ -12,6 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``-n N``) the workers share the cores: each takes its share of threads,
+    as do the subprocesses tests start (OMP_NUM_THREADS), so that N workers do not run N × cores
+    threads that stall one another."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        share = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(share)
+        os.environ["OMP_NUM_THREADS"] = str(share)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine the threads'

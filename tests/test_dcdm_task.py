@@ -24,11 +24,11 @@ def test_trained_dcdm_solves_unseen_systems_from_predict(data_root, tmp_path):
     m = predict(compose("predict", [f"ckpt={run}", "solve.domain=smoke_like_closed", "solve.resolution=16",
                                     "solve.systems=2", f"run_dir={tmp_path / 'solve'}"]))
     assert m["unknowns"] < 16 * 16 and all(m["dcdm_converged"]) and all(m["cg_converged"])
-    # The trained network's directions are used, not replaced by the CG-like fallback: measured 5 of
-    # 105-116 iterations fell back (an untrained network: 76-78 of 90-96). Fewer iterations than CG
-    # is NOT asserted here: on the 2026-12-06 machine this 30-epoch tiny model needs 105-143 against
-    # CG's 60 (also at commit 0f6bd9a, where the test asserted it and had passed CI on 2026-11-28);
-    # the iteration comparison is the quick study's (experiments/dcdm/README.md).
+    # The trained network's directions are used, not replaced by the CG-like fallback: across seeds
+    # 0-4 (experiments/dcdm/seeds.py) 0-6 of 73-142 iterations fell back (an untrained network:
+    # 76-78 of 90-96), and the one-step residual was 0.34-0.36. Fewer iterations than CG is NOT
+    # asserted: this 30-epoch tiny model needs 1.3-2.3x CG's on every one of those seeds (it failed
+    # on an AMD EPYC when asserted); the iteration comparison is the quick study's (README there).
     assert all(f <= 0.1 * n for f, n in zip(m["dcdm_fallbacks"], m["dcdm_iterations"])), m["dcdm_fallbacks"]
     assert len(m["dcdm_residuals"][0]) == m["dcdm_iterations"][0] + 1
     assert (tmp_path / "solve" / "plots" / "residuals.png").exists()
