@@ -158,6 +158,32 @@ def test_observer_trains_and_assimilates_on_a_1d_file(tmp_path, one_thread):
     assert result["steps"] == 24 - 4 and np.isfinite(result["rel_l2"])
 
 
+def test_loader_workers_read_the_same_windows(tmp_path):
+    """Each DataLoader worker opens its own HDF5 handle: the windows equal those read in-process,
+    and the data module never holds the split in memory (its sources are file readers)."""
+    import torch
+
+    from neuropde.data.files import FileDataModule, SourceWindows
+
+    with h5py.File(tmp_path / "u.h5", "w") as f:
+        f["u"] = trajectories(n=10)
+    cfg = compose("train", ["model=fno", "data=file", f"data.path={tmp_path / 'u.h5'}", "data.window.t_in=2",
+                            "data.window.t_out=2", "data.loader.batch_size=4"])
+    from neuropde.run import describe_data, to_dict
+
+    describe_data(cfg)
+    batches = {}
+    for workers in (0, 2):
+        data = {**to_dict(cfg.data), "loader": {"batch_size": 4, "num_workers": workers}}
+        dm = FileDataModule(data, tmp_path)
+        dm.setup("fit")
+        assert isinstance(dm.train_dataloader().dataset, SourceWindows)
+        batches[workers] = [torch.cat(b, 1) for b in dm.val_dataloader()]
+        dm.teardown()
+    assert len(batches[0]) == len(batches[2]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[2]))
+
+
 # --------------------------------------------------------------------------------------- bad files
 def refused(tmp_path: Path, overrides: list[str], match: str) -> None:
     """Training on these data is refused with ``match`` in one line, and nothing claims success."""

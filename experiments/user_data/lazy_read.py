@@ -54,8 +54,21 @@ def write_file(path: Path, gigabytes: float) -> tuple[int, float]:
     return n, time.perf_counter() - start
 
 
+def drop_page_cache() -> bool:
+    """Empty the kernel's page cache (root only), so that a run reads the file from the disk, not
+    from memory the previous run left filled; False when not permitted."""
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return True
+    except OSError:
+        return False
+
+
 def train_once(path: Path, out: Path, in_memory: bool, steps: int) -> dict:
-    """One training run in a child process; its metrics, peak RSS (MB) and wall time."""
+    """One training run in a child process (started with an empty page cache where permitted);
+    its metrics, peak RSS (MB) and wall time."""
+    cold = drop_page_cache()
     overrides = ["model=fno", "data=file", f"data.path={path}", "data.keys=[u]", f"data.in_memory={str(in_memory).lower()}",
                  "data.window.t_in=10", "data.window.t_out=10", "data.window.stride=10", "data.window.eval_stride=20",
                  "data.loader.batch_size=8", "model.net.width=20", "model.net.modes=[12,12]",
@@ -72,7 +85,7 @@ def train_once(path: Path, out: Path, in_memory: bool, steps: int) -> dict:
         raise SystemExit(f"training failed ({'in memory' if in_memory else 'lazy'}):\n{done.stderr[-3000:]}")
     rss_kb = int(next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("MAXRSS_KB")))
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"peak_rss_mb": rss_kb / 1024, "train_seconds": metrics["train_seconds"], "wall_seconds": wall,
+    return {"page_cache_dropped": cold, "peak_rss_mb": rss_kb / 1024, "train_seconds": metrics["train_seconds"], "wall_seconds": wall,
             "samples_per_s": steps * 8 / metrics["train_seconds"], "test/rel_l2": metrics["test/rel_l2"]}
 
 
