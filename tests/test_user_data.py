@@ -231,3 +231,13 @@ def test_missing_path(tmp_path):
 def test_grid_too_coarse_for_the_modes(tmp_path):
     np.savez(tmp_path / "coarse.npz", u=trajectories(size=3))    # an FNO with modes [4, 4] needs 4 points per axis
     refused(tmp_path, ["data=file", f"data.path={tmp_path / 'coarse.npz'}"], r"modes \[4, 4\] needs .*\[4, 4\].*\[3, 3\]")
+
+
+def test_phirom_refuses_files_of_no_known_equation(tmp_path):
+    from neuropde.run import train
+
+    np.save(tmp_path / "u.npy", trajectories()[:, :, 0])          # (N, T, X): 1-D trajectories
+    with pytest.raises(UserError, match="model=phirom.*no known equation"):
+        train(compose("train", ["model=phirom", "data=file", f"data.path={tmp_path / 'u.npy'}",
+                                f"run_dir={tmp_path / 'run'}"]))
+    assert not (tmp_path / "run" / "checkpoints").exists()

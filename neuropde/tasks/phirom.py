@@ -111,6 +111,10 @@ class PhiROMTask(EpochMetrics, BaseTask):
 
         from neuropde.data.snapshots import SnapshotDataModule
 
+        if not cfg.data.get("generator"):  # the user's files: no equation whose solver the loss could run
+            raise UserError(f"model=phirom trains through the solver of the equation its data come from, and "
+                            f"data={cfg.data.name} holds files of no known equation: use burgers, kdv, ks or ns2d data, "
+                            "or model=fno / sfno / observer for your files")
         return SnapshotDataModule(OmegaConf.to_container(cfg.data, resolve=True), root,
                                   int(cfg.model.task.train_frames), progress=progress, seed=int(cfg.get("seed", 0)))
 
