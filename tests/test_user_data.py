@@ -121,6 +121,34 @@ def test_well_dummy_file_trains_fno(tmp_path, one_thread):
     assert spec["channels"] > 1 and len(spec["channel_names"]) == spec["channels"]
 
 
+def write(path: Path, u: np.ndarray) -> None:
+    """``u`` as the user would save it, by the file's extension."""
+    if path.suffix == ".h5":
+        with h5py.File(path, "w") as f:
+            f["u"] = u
+    elif path.suffix == ".npy":
+        np.save(path, u)
+    elif path.suffix == ".pt":
+        import torch
+
+        torch.save({"u": torch.from_numpy(u)}, path)
+    elif path.suffix == ".mat":
+        from scipy.io import savemat
+
+        savemat(path, {"u": u})
+    elif path.suffix == ".zarr":
+        zarr = pytest.importorskip("zarr")
+        zarr.save_array(str(path), u)
+
+
+@pytest.mark.parametrize("name, family", [("u.h5", "sfno"), ("u.npy", "fno"), ("u.pt", "sfno"), ("u.mat", "fno"),
+                                          ("u.zarr", "sfno")])
+def test_every_format_trains(tmp_path, name, family, one_thread):
+    write(tmp_path / name, trajectories())
+    _, metrics = run(tmp_path, family, ["data=file", f"data.path={tmp_path / name}"])
+    assert np.isfinite(metrics["test/rel_l2"]) and metrics["test/rel_l2"] < metrics["test/rel_l2_persistence"] * 5
+
+
 @pytest.mark.parametrize("family", ["lsm", "mg_tfno"])
 def test_other_fourier_families_take_several_fields(tmp_path, family, one_thread):
     np.savez(tmp_path / "two.npz", a=trajectories(), b=trajectories(seed=2))
@@ -194,6 +222,18 @@ def refused(tmp_path: Path, overrides: list[str], match: str) -> None:
         train(compose("train", ["model=fno", *FAMILY["fno"], *TINY, *overrides, f"run_dir={out}"]))
     assert "\n" not in str(err.value)
     assert not (out / "metrics.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_not_a_mat_file(tmp_path):
+    (tmp_path / "fake.mat").write_bytes(b"MATLAB? no")
+    refused(tmp_path, ["data=file", f"data.path={tmp_path / 'fake.mat'}"], "fake.mat")
+
+
+def test_an_empty_split(tmp_path):
+    np.save(tmp_path / "train.npy", trajectories(n=4))
+    np.save(tmp_path / "val.npy", trajectories(n=0))
+    np.save(tmp_path / "test.npy", trajectories(n=2))
+    refused(tmp_path, ["data=file", f"data.path={tmp_path}"], "empty")
 
 
 def test_nan_in_a_split_is_found_before_training(tmp_path):

@@ -124,10 +124,11 @@ def open_arrays(path: Path) -> tuple[dict, bool]:
         return {**_h5_datasets(f), "__file__": f}, kind == "mat"  # the file itself, to close it
     if kind == "mat":
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
 
         try:  # MATLAB v5/v7 files are small (< 2 GB): loadmat reads them whole
             arrays = loadmat(str(path))
-        except (ValueError, TypeError, OSError) as err:
+        except (MatReadError, ValueError, TypeError, OSError) as err:
             raise UserError(f"{path} is neither a MATLAB v5 nor a v7.3 (HDF5) file ({err}); "
                             f"check data.path") from None
         return {k: v for k, v in arrays.items() if not k.startswith("__")}, False
