@@ -1,7 +1,6 @@
 """model=equino through the framework: data=rve* (FE snapshots in the store), Lightning training
 (Adam, then L-BFGS), predict.py, resume, and the errors users meet."""
 import csv
-import json
 
 import numpy as np
 import pytest

@@ -228,7 +228,7 @@ def test_forcings():
 # --- initial conditions --------------------------------------------------------------------------
 def _coefficients_agree(fine, coarse):
     """The spectra of coarse (n) and fine fields agree on every mode |k| < n/2."""
-    n, N = coarse.shape[-1], fine.shape[-1]
+    n = coarse.shape[-1]
     K = (n - 1) // 2
     cf = torch.fft.rfft2(fine, norm="forward")
     cc = torch.fft.rfft2(coarse, norm="forward")

@@ -225,7 +225,6 @@ def test_a_config_saved_before_the_gain_option_rebuilds_the_gated_model(one_thre
     """Old checkpoints hold no model.net.gain: their config must rebuild the network they were
     trained as (gated), so that their weights load; the config names its gain explicitly."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     cfg = OmegaConf.to_container(compose("train", ["experiment=observer_tiny"]).model.net, resolve=True)
     assert cfg["gain"] in ("gated", "innovation")

@@ -99,7 +99,5 @@ def test_predict_reports_estimate_and_refined_error(trained_sfno, tmp_path):
 
 
 def test_refine_needs_an_sfno(trained_fno, tmp_path):
-    from neuropde.errors import UserError  # noqa: F401  (predict raises TypeError from refine for FNO)
-
     with pytest.raises(TypeError, match="needs an SFNO"):
         predict(compose("predict", [f"ckpt={trained_fno[0]}", "refine.enabled=true", f"run_dir={tmp_path}"]))

@@ -89,6 +89,56 @@ def train_once(path: Path, out: Path, in_memory: bool, steps: int) -> dict:
             "samples_per_s": steps * 8 / metrics["train_seconds"], "test/rel_l2": metrics["test/rel_l2"]}
 
 
+def read_rate(path: Path, batches: int) -> dict:
+    """Windows per second the training loader delivers, without a model: from the file (lazy, an
+    empty page cache first) and from the same windows of trajectories held in memory."""
+    sys.path.insert(0, str(ROOT))
+    from torch.utils.data import DataLoader
+
+    from neuropde.data.datamodule import EpochShuffle
+    from neuropde.data.files import FileDataModule, InMemory, SourceWindows
+    from neuropde.run import compose_config, describe_data, to_dict
+
+    cfg = compose_config("train", ["model=fno", "data=file", f"data.path={path}", "data.keys=[u]",
+                                   "data.window.t_in=10", "data.window.t_out=10", "data.window.stride=10"])
+    describe_data(cfg)
+    source = FileDataModule(to_dict(cfg.data), path.parent).open()["train"]
+
+    class Head:  # the first trajectories of the split, for the in-memory copy
+        def __init__(self, src, n):
+            self.src, self.n, self.info = src, n, src.info
+
+        def __len__(self):
+            return self.n
+
+        def frames(self, i, start, stop):
+            return self.src.frames(i, start, stop)
+
+        def constants(self, i):
+            return None
+
+        def close(self):
+            pass
+
+    def rate(src, workers: int = 0, seed: int = 0) -> float:
+        windows = SourceWindows(src, 10, 10, 10, channel_axis=False)
+        loader = DataLoader(windows, batch_size=8, sampler=EpochShuffle(len(windows), seed), num_workers=workers)
+        start, n = time.perf_counter(), 0
+        for i, (x, _) in enumerate(loader):
+            n += len(x)
+            if i + 1 == batches:
+                break
+        return n / (time.perf_counter() - start)
+
+    drop_page_cache()
+    lazy = rate(source)
+    drop_page_cache()
+    lazy_workers = rate(source, workers=2, seed=1)  # other windows: none of them cached by the first pass
+    held = InMemory(Head(source, min(len(source), 200)))
+    return {"batches": batches, "lazy_windows_per_s": lazy, "lazy_windows_per_s_2_workers": lazy_workers,
+            "in_memory_windows_per_s": rate(held), "in_memory_trajectories": len(held)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=8.0, help="size of the file (GB)")
@@ -97,6 +147,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "results"), help="folder of the results JSON")
     parser.add_argument("--keep", action="store_true", help="keep the file")
     parser.add_argument("--smoke", action="store_true", help="0.05 GB, 5 steps, results into a temporary folder")
+    parser.add_argument("--reading-only", action="store_true", help="the loader's rate without training runs")
     args = parser.parse_args()
     if args.smoke:
         args.gb, args.steps, args.out = 0.05, 5, tempfile.mkdtemp(prefix="lazy_read_smoke_")
@@ -107,6 +158,15 @@ def main() -> None:
         n, write_s = write_file(path, args.gb)
         size_gb = path.stat().st_size / 1e9
         print(f"wrote {path}: {n} trajectories, {size_gb:.2f} GB in {write_s:.0f} s", flush=True)
+        reading = read_rate(path, 20 if args.smoke else 200)
+        print("reading only", json.dumps(reading), flush=True)
+        if args.reading_only:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "lazy_read_reading.json").write_text(json.dumps(
+                {"file_gb": size_gb, "trajectories": n, "grid": SIZE, "frames": FRAMES, **reading,
+                 "cpu": _cpu_name()}, indent=2))
+            return
         runs = {}
         for name, in_memory in (("lazy", False), ("in_memory", True)):
             runs[name] = train_once(path, work / f"run_{name}", in_memory, args.steps)
@@ -115,7 +175,7 @@ def main() -> None:
         if not args.keep:
             path.unlink(missing_ok=True)
     result = {"file_gb": size_gb, "trajectories": n, "grid": SIZE, "frames": FRAMES, "steps": args.steps,
-              "batch": 8, "runs": runs,
+              "batch": 8, "runs": runs, "reading_only": reading,
               "samples_per_s_ratio": runs["lazy"]["samples_per_s"] / runs["in_memory"]["samples_per_s"],
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
               "cpu": _cpu_name()}
