@@ -437,8 +437,9 @@ def resume_config(cfg: DictConfig) -> DictConfig:
                         "length, which has no plan past it: resume without changing the length, or train on from its "
                         f"weights with init_from={cfg.resume} and the new length")
     OmegaConf.set_struct(stored, False)
-    for key in steering:
-        OmegaConf.update(stored, key, OmegaConf.select(cfg, key), force_add=True)
+    # whole entries, not their leaves: logger=none replaces the logger's dict with null
+    for entry in sorted({next(p for p in STEERING if k.startswith(p)) for k in steering}):
+        OmegaConf.update(stored, entry, OmegaConf.select(cfg, entry), merge=False, force_add=True)
     stored.resume = str(path)
     stored.init_from = None
     # its own run dir, unless run_dir= says where the continued run goes
