@@ -24,7 +24,6 @@ def start(args: list[str], cwd: Path, env: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_alone(data_root, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     full = subprocess.run([sys.executable, str(ROOT / "train.py"), *RUN, f"run_dir={tmp_path / 'full'}"],
