@@ -73,6 +73,25 @@ def test_well_export_reads_back_through_the_well(ns2d, tmp_path):
     assert abs(x.mean()) < 1e-5 and abs(x.std() - 1) < 1e-4
 
 
+def test_our_readers_read_our_exports_back(ns2d, tmp_path):
+    """data=well on the Well export and data=pdebench on the PDEBench export give the store's fields."""
+    from neuropde.data.exporters import export_pdebench, export_well
+    from neuropde.data.readers import open_splits
+
+    info, data_cfg = ns2d
+    well = open_splits({"format": "well", "path": str(export_well(info["dir"], data_cfg, tmp_path / "well"))})
+    for split in ("train", "val", "test"):
+        fields, times = _store(info, split)
+        read = np.stack([well[split].frames(i, 0, fields.shape[1]) for i in range(len(well[split]))])
+        np.testing.assert_array_equal(read[:, :, 0], fields)
+        assert well[split].info.periodic == [True, True]
+        assert well[split].info.dt == pytest.approx(float(times[1] - times[0]), rel=1e-5)
+    path = export_pdebench(info["dir"], data_cfg, tmp_path / "pdebench")
+    pde = open_splits({"format": "pdebench", "path": str(path), "test_fraction": 0.3, "val_fraction": 0.4})
+    test, _ = _store(info, "test")  # the first rows: PDEBench's test samples
+    np.testing.assert_array_equal(np.stack([pde["test"].frames(i, 0, 8)[:, 0] for i in range(2)]), test)
+
+
 def test_pdebench_export_holds_every_split_in_order(ns2d, tmp_path):
     from neuropde.data.exporters import export_pdebench
 
