@@ -281,3 +281,14 @@ def test_phirom_refuses_files_of_no_known_equation(tmp_path):
         train(compose("train", ["model=phirom", "data=file", f"data.path={tmp_path / 'u.npy'}",
                                 f"run_dir={tmp_path / 'run'}"]))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_in_memory_reads_once_and_finds_nan(tmp_path):
+    u = trajectories(n=20)
+    np.savez(tmp_path / "ok.npz", u=u)
+    _, lazy = run(tmp_path, "fno", ["data=file", f"data.path={tmp_path / 'ok.npz'}"], name="lazy")
+    _, held = run(tmp_path, "fno", ["data=file", f"data.path={tmp_path / 'ok.npz'}", "data.in_memory=true"], name="held")
+    assert held["test/rel_l2"] == pytest.approx(lazy["test/rel_l2"], rel=1e-5)  # the same windows, the same run
+    u[3, 1, 0, 0] = np.inf
+    np.savez(tmp_path / "bad.npz", u=u)
+    refused(tmp_path, ["data=file", f"data.path={tmp_path / 'bad.npz'}", "data.in_memory=true"], "NaN/Inf")

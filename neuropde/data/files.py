@@ -67,6 +67,7 @@ class InMemory:
             self.fields[i] = source.frames(i, 0, info.n_frames)
         consts = [source.constants(i) for i in range(len(source))] if info.constants else None
         self.consts = np.stack(consts) if consts else None
+        self.where = source.where  # names the file and index of a sample in messages
         source.close()
 
     def __len__(self) -> int:
@@ -122,6 +123,8 @@ class FileDataModule(GeneratedDataModule):
     def setup(self, stage: str | None = None) -> None:
         from neuropde.data.readers import scan
 
+        if self.stats is not None:  # Lightning calls setup again for fit and test: one pass is enough
+            return
         sources = self.open()
         train = sources["train"]
         info = train.info
