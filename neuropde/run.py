@@ -7,26 +7,34 @@ logs and plots.
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 import logging
 import os
 from pathlib import Path
 
 import lightning as L
 import torch
-import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from neuropde import CONF_DIR, __version__, checkpoint
 from neuropde.callbacks.build import check_packages
-from neuropde.data.generators import ensure_generated
+from neuropde.checks import (check_compatible, check_network_builds, check_resolution, check_same_fields,
+                             compile_mode, datasets_of_kind, describe_data, settle_optimizer_options)
+from neuropde.configs import compose_config, data_root, hydra_choices, predict_shorthands, run_dir, to_dict
 from neuropde.cpu_memory import keep_freed_memory
+from neuropde.data.generators import ensure_generated
 from neuropde.data.store import SPLITS, atomic_write_json
 from neuropde.errors import UserError
+from neuropde.resume import STEERING, auto_resume, name_parts, resume_config
+
+# the functions scripts, notebooks and tests import from here, wherever they live
+__all__ = ["train", "predict", "generate", "compose_config", "predict_shorthands", "run_dir", "data_root",
+           "hydra_choices", "to_dict", "build_datamodule", "build_task", "build_trainer", "trainer_arguments",
+           "check_compatible", "check_network_builds", "check_resolution", "check_same_fields", "compile_mode",
+           "datasets_of_kind", "describe_data", "settle_optimizer_options", "STEERING", "auto_resume",
+           "name_parts", "resume_config", "route_lightning_logging", "cpu_hint", "write_config"]
 
 log = logging.getLogger(__name__)
-
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -58,185 +66,6 @@ class _NoTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("💡 Tip")
-
-
-def predict_shorthands(argv: list[str]) -> list[str]:
-    """Rewrite the two shorthands of ``predict.py`` into plain Hydra overrides.
-
-    - predict.yaml has no data node of its own (the checkpoint carries it), so without `data=<name>`
-      an edit like `data.resolution=128` is appended to the empty node (`+data.resolution=128`).
-    - `refine=true|false` means `refine.enabled=true|false` (`refine` is a config node of settings);
-      the same for `assimilate=true|false`.
-    """
-    swap = any(a.startswith("data=") for a in argv)
-    out = []
-    for a in argv:
-        if a.startswith("data.") and not swap:
-            a = "+" + a
-        elif a.lower() in ("refine=true", "refine=false", "assimilate=true", "assimilate=false"):
-            name, value = a.split("=", 1)
-            a = f"{name.lower()}.enabled={value.lower()}"
-        out.append(a)
-    return out
-
-
-def compose_config(config: str, overrides: list[str] | None = None) -> DictConfig:
-    """``conf/<config>.yaml`` with command-line style overrides, without the command line
-    (experiment scripts, notebooks): ``train(compose_config("train", ["model=fno"]))``;
-    ``predict`` configs take the same shorthands as ``predict.py``."""
-    from hydra import compose, initialize_config_dir
-
-    if config == "predict":
-        overrides = predict_shorthands(list(overrides or []))
-    from hydra.errors import MissingConfigException
-
-    from hydra.core.global_hydra import GlobalHydra
-
-    # inside a running Hydra app (train.py, predict.py) its search path is already set: compose in it
-    context = nullcontext() if GlobalHydra.instance().is_initialized() else \
-        initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
-    with context:
-        try:
-            return compose(config_name=config, overrides=list(overrides or []))
-        except MissingConfigException as err:  # an unknown group option: one line with the choices
-            if not err.options:
-                raise
-            raise UserError(f"{err.missing_cfg_file.replace('/', '=', 1)} is not an option; choose one of "
-                            f"{', '.join(err.options)}") from None
-
-
-def run_dir(cfg: DictConfig) -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    if cfg.get("run_dir"):
-        d = Path(cfg.run_dir)
-    elif HydraConfig.initialized():
-        d = Path(HydraConfig.get().runtime.output_dir)
-    else:
-        d = Path("outputs/run")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def hydra_choices() -> dict:
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    return {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
-
-
-def data_root(cfg: DictConfig) -> Path:
-    return Path(os.environ.get("NEUROPDE_DATASETS") or cfg.get("data_root") or "datasets")
-
-
-def to_dict(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-
-
-def _data_kind(name: str) -> str | None:
-    """``spec.kind`` of ``conf/data/<name>.yaml``, following its defaults list (presets inherit it)."""
-    path = CONF_DIR / "data" / f"{name}.yaml"
-    if not path.exists():
-        return None
-    node = yaml.safe_load(path.read_text()) or {}
-    if "kind" in node.get("spec", {}):
-        return node["spec"]["kind"]
-    parents = [d for d in node.get("defaults", []) if isinstance(d, str) and d != "_self_"]
-    return next((k for k in map(_data_kind, parents) if k), None)
-
-
-def datasets_of_kind(kinds) -> list[str]:
-    """Names of ``conf/data/*.yaml`` whose ``spec.kind`` is one of ``kinds``."""
-    return [f.stem for f in sorted((CONF_DIR / "data").glob("*.yaml")) if _data_kind(f.stem) in kinds]
-
-
-def check_compatible(cfg: DictConfig) -> None:
-    """Fail early, naming the data sets the model takes, when model and data don't fit."""
-    kinds = list(cfg.model.get("data_kinds", []))
-    kind = cfg.data.spec.kind
-    if kinds and kind not in kinds:
-        raise UserError(f"model={cfg.model.family} does not take data={cfg.data.name} (a {kind} data set); "
-                        f"it takes: {', '.join(datasets_of_kind(kinds)) or kinds}")
-    spec = cfg.data.spec
-    if int(spec.get("in_channels", 1)) > 1 and not cfg.model.get("multichannel", False):
-        fields = list(spec.get("channel_names") or []) + list(spec.get("constant_names") or [])
-        raise UserError(f"model={cfg.model.family} takes one field per frame, and data={cfg.data.name} has "
-                        f"{int(spec.in_channels)} ({', '.join(fields)}): pick one (data.keys=[name], or data.fields= "
-                        "for The Well) or use a model that takes several (fno, lsm, mg_tfno)")
-
-
-def check_resolution(cfg: DictConfig) -> None:
-    """Refuse training a Fourier model on a grid too coarse for its modes: an axis of n points holds
-    n // 2 + 1 Fourier modes, and weights for the others would never see data. (Predicting on a
-    coarser grid than the training one is zero-shot evaluation, and allowed.)"""
-    from neuropde.plugins import importable, import_target
-
-    net = cfg.model.get("net") or {}
-    target, grid = net.get("_target_"), cfg.data.spec.get("grid")
-    if net.get("modes") is None or not grid or not importable(target):
-        return
-    points_needed = getattr(import_target(target, "model.net._target_"), "points_needed", None)
-    if points_needed is None:  # a network that does not say how its modes map to grid points
-        return
-    modes, needed = list(net.modes), points_needed(list(net.modes))
-    if any(p > n for p, n in zip(needed, grid)):
-        raise UserError(f"model.net.modes {modes} needs at least {needed} grid points per axis and the data's grid is "
-                        f"{list(grid)}: lower model.net.modes or give finer data")
-
-
-def check_network_builds(cfg: DictConfig) -> None:
-    """Build the network on the meta device (no memory, no arithmetic) so that a bad model option
-    (``model.net.backend=foo``) is refused before any data are made; the real one is built after
-    the data, from the training split's statistics. Networks that cannot be built on the meta
-    device are checked when they are built for real."""
-    from hydra.errors import InstantiationException
-
-    try:
-        with torch.device("meta"):
-            instantiate(cfg.model.net, _convert_="all")
-    except InstantiationException as err:
-        cause = err.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        if isinstance(cause, ValueError):
-            raise UserError(f"model.net: {cause}") from None
-    except (UserError, ValueError) as err:
-        raise UserError(f"model.net: {err}") from None
-    except Exception as err:  # noqa: BLE001 - an operation the meta device lacks: checked for real later
-        log.debug("network not checked on the meta device: %s", err)
-
-
-def describe_data(cfg: DictConfig) -> None:
-    """Fill in, in place, what a data module reads from the user's files (grid, fields, periodicity
-    into ``data.spec``, ``data.resolution``) before the model is built: models size themselves from
-    it, and a bad file is refused before any work. Data modules without ``describe`` are left alone."""
-    from neuropde.plugins import import_target
-
-    target = cfg.data.get("_target_")
-    describe = getattr(import_target(target, "data._target_"), "describe", None) if target else None
-    if describe is None:
-        return
-    facts = describe(to_dict(cfg.data))
-    OmegaConf.set_struct(cfg, False)
-    cfg.data = OmegaConf.merge(cfg.data, facts)
-
-
-def settle_optimizer_options(cfg: DictConfig) -> None:
-    """Drop from ``cfg.optimizer`` the options an experiment set for another rule than the chosen
-    one (``experiment=sdgd_pinn_quick optimizer=adam``: Muon's ``ns_dtype``), each with a notice;
-    refuse one typed on the command line (``optimizer=adam optimizer.ns_dtype=float32``). Before
-    any data is made, so that a wrong option costs seconds."""
-    from omegaconf import open_dict
-
-    from neuropde.optim import drop_foreign_options
-
-    typed = command_line_overrides()
-    experiment = hydra_choices().get("experiment")
-    origin = f"experiment={experiment}" if experiment else "the experiment or config, not the command line"
-    with open_dict(cfg):
-        for option in drop_foreign_options(to_dict(cfg.optimizer), typed, origin):
-            del cfg.optimizer[option]
 
 
 def build_datamodule(cfg: DictConfig, progress: bool = True):
@@ -322,17 +151,6 @@ def write_param_groups(cfg: DictConfig, task, file: Path) -> None:
     file.write_text(f"update rule of every trainable parameter under optimizer={name}\n\n{table}\n")
 
 
-def compile_mode(mode) -> str | None:
-    """torch.compile's mode for ``compile=`` (None: not compiled); an unknown value is refused."""
-    modes = {False: None, None: None, True: "default", "false": None, "true": "default",
-             "default": "default", "reduce-overhead": "reduce-overhead", "max-autotune": "max-autotune",
-             "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
-    if mode not in modes:
-        raise UserError(f"compile={mode} is not an option; choose false, true, reduce-overhead, max-autotune "
-                        "or max-autotune-no-cudagraphs")
-    return modes[mode]
-
-
 def compile_network(task, mode) -> None:
     """``compile=``: torch.compile the task's network in place (its state_dict keys do not change,
     so checkpoints stay interchangeable with uncompiled runs). Compilation happens at the first
@@ -340,114 +158,6 @@ def compile_network(task, mode) -> None:
     if compile_mode(mode) is not None:
         task.net.compile(mode=compile_mode(mode))
         log.info("network compiled with torch.compile (mode %s) at its first step", compile_mode(mode))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def auto_resume(cfg: DictConfig, out: Path) -> tuple[str | None, dict | None]:
-    """What ``resume=auto`` finds in the run dir ``out``: ``(None, metrics)`` when the run there
-    finished (``metrics.json``), ``(last.ckpt, None)`` when it was cut short after an epoch, and
-    ``(None, None)`` when there is nothing to continue. A run dir holding a run of another config
-    is refused: continuing it under this one would mix the two."""
-    stored = out / "config.yaml"
-    if not stored.exists():
-        return None, None
-    # where logs go and which callbacks watch do not change what is trained
-    old, new = (_flat({k: v for k, v in c.items() if k not in ("resume", "run_dir", "logger", "callbacks")})
-                for c in (yaml.safe_load(stored.read_text()) or {}, to_dict(cfg)))
-    # names a run dir of an older version did not store are not a difference: data._target_, the
-    # data's cpu_hint, trainer options at Lightning's default (conf/trainer/default.yaml lists more now)
-    import inspect
-
-    lightning_default = {f"trainer.{k}": p.default for k, p in inspect.signature(L.Trainer.__init__).parameters.items()}
-
-    def new_name(k: str) -> bool:
-        return k not in old and (k.rsplit(".", 1)[-1] in ("_target_", "cpu_hint")
-                                 or (k in lightning_default and new[k] == lightning_default[k]))
-
-    differ = sorted(k for k in old.keys() | new.keys() if old.get(k, "<absent>") != new.get(k, "<absent>")
-                    and not new_name(k))
-    if differ:
-        raise UserError(f"resume=auto: {out} holds a run of another config (differs in {', '.join(differ[:4])}"
-                        f"{', …' if len(differ) > 4 else ''}); give another run dir, or resume=<checkpoint> "
-                        "to continue it under this config on purpose")
-    if (out / "metrics.json").exists():
-        return None, json.loads((out / "metrics.json").read_text())
-    last = out / "checkpoints" / "last.ckpt"
-    return (str(last), None) if last.exists() else (None, None)
-
-
-def command_line_overrides() -> list[str]:
-    """The overrides typed on the command line (Hydra's ``overrides.task``); none outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-# Overrides that steer a resumed run without changing what it trains: how long, where, what is logged.
-STEERING = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.accelerator",
-            "trainer.num_nodes", "trainer.strategy", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
-            "trainer.default_root_dir", "data.loader.num_workers", "data.loader.pin_memory", "logger", "callbacks",
-            "plots", "data_root", "compile")
-
-
-def resume_config(cfg: DictConfig) -> DictConfig:
-    """``train.py resume=<checkpoint or run dir>``: the run's own config (the one its checkpoint
-    carries), continued in its own run dir. Overrides that only steer the run (:data:`STEERING`)
-    are applied; one that changes what the checkpoint is (model, data, optimizer, their options) is
-    refused here, before any data is made, naming the keys and the two ways on.
-
-    What the user typed is what differs from the default config (``conf/train.yaml`` alone), so
-    that repeating the original overrides (the older way to resume) is accepted as well.
-    """
-    path = checkpoint.resolve_path(cfg.resume, prefer="last")
-    if path.is_dir():
-        raise UserError(f"resume={cfg.resume} is a pretrained folder, which keeps no optimizer state to "
-                        "continue: start from its weights with init_from= instead")
-    ckpt = checkpoint.read(path)
-    stored = OmegaConf.create(ckpt["neuropde"]["config"])
-    name_parts(stored)
-    default, given, kept = (_flat(to_dict(c)) for c in (compose_config("train", []), cfg, stored))
-    ignore = ("resume", "run_dir", "init_from", "hydra")
-    # typed: what differs from the default config, and every key under what the command line names
-    # (model=sfno is the default, yet typed it asks for an SFNO)
-    named = [a.split("=", 1)[0].lstrip("+~") for a in command_line_overrides()]
-    typed = sorted(k for k in default.keys() | given.keys() if k.split(".")[0] not in ignore and (
-        default.get(k, "<absent>") != given.get(k, "<absent>") or any(k == n or k.startswith(n + ".") for n in named)))
-    steering = [k for k in typed if k.startswith(STEERING)]
-    differ = [k for k in typed if k not in steering and kept.get(k, "<absent>") != given.get(k, "<absent>")]
-    if differ:
-        shown = "; ".join(f"{k}: {kept.get(k, '<absent>')} in the checkpoint, {given.get(k, '<absent>')} now"
-                          for k in differ[:4]) + ("; …" if len(differ) > 4 else "")
-        raise UserError(f"resume={cfg.resume} continues the run its checkpoint holds, and these overrides change it "
-                        f"({shown}): drop them to continue it (only trainer.max_epochs, devices, loggers and the like "
-                        "may change), or start a new run from its weights with init_from= instead of resume=")
-    length = [k for k in steering if k in ("trainer.max_epochs", "trainer.max_steps") and kept.get(k) != given.get(k)]
-    schedule = str((stored.get("scheduler") or {}).get("_target_") or "")
-    from neuropde.optim.schedulers import SPAN_THE_RUN
-
-    if length and schedule.rpartition(".")[2] in SPAN_THE_RUN:
-        raise UserError(f"resume={cfg.resume}: {length[0]} {kept.get(length[0])} -> {given.get(length[0])} changes the "
-                        f"length of a run whose learning rate follows {schedule.rpartition('.')[2]} planned over its "
-                        "length, which has no plan past it: resume without changing the length, or train on from its "
-                        f"weights with init_from={cfg.resume} and the new length")
-    OmegaConf.set_struct(stored, False)
-    # whole entries, not their leaves: logger=none replaces the logger's dict with null
-    for entry in sorted({next(p for p in STEERING if k.startswith(p)) for k in steering}):
-        OmegaConf.update(stored, entry, OmegaConf.select(cfg, entry), merge=False, force_add=True)
-    stored.resume = str(path)
-    stored.init_from = None
-    # its own run dir, unless run_dir= says where the continued run goes
-    home = cfg.get("run_dir") or (path.parent.parent if path.parent.name == "checkpoints" else path.parent)
-    stored.run_dir = str(home)
-    log.info("resume: continuing the run in %s from %s%s", home, path.name,
-             f" (changed: {', '.join(steering)})" if steering else "")
-    return stored
 
 
 def cpu_hint(cfg: DictConfig) -> None:
@@ -541,33 +251,6 @@ def train(cfg: DictConfig) -> dict:
 
 
 # --------------------------------------------------------------------------------------- predict
-def name_parts(stored: DictConfig) -> None:
-    """Bring a checkpoint's stored config up to today's names, in place.
-
-    Configs written before data configs named their data module and generator (issue 25) get
-    ``data._target_`` and ``data.generator._target_`` from ``conf/data/<data.name>.yaml``; a
-    ``model.task`` or ``model.net`` ``_target_`` that no longer imports (a class renamed or moved)
-    is taken from ``conf/model/<model.family>.yaml``. Nothing else changes: the weights, sizes and
-    settings stay the checkpoint's own.
-    """
-    from neuropde.plugins import importable
-
-    OmegaConf.set_struct(stored, False)
-    data, model = stored.get("data"), stored.get("model")
-    if data is not None and not data.get("_target_"):
-        if not (CONF_DIR / "data" / f"{data.name}.yaml").exists():
-            raise UserError(f"this checkpoint's data ({data.name}) predates data._target_ and has no config in "
-                            f"{CONF_DIR / 'data'} to take it from: predict with data=<a data config> or set "
-                            "data._target_ and data.generator._target_")
-        current = compose_config("train", [f"data={data.name}"]).data
-        data["_target_"] = current._target_
-        if "generator" in data and "_target_" in current.get("generator", {}):
-            data.generator["_target_"] = current.generator._target_
-    stale = [k for k in ("task", "net") if model is not None and k in model and not importable(model[k].get("_target_"))]
-    if stale and (CONF_DIR / "model" / f"{model.get('family')}.yaml").exists():
-        current = compose_config("train", [f"model={model.family}"]).model
-        for k in stale:
-            model[k]["_target_"] = current[k]._target_
 
 
 def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
@@ -586,16 +269,6 @@ def predict_config(cfg: DictConfig, ckpt: dict) -> DictConfig:
         stored.data_root = cfg.data_root
     stored.run_dir = str(run_dir(cfg))
     return stored
-
-
-def check_same_fields(trained: dict, now: dict) -> None:
-    """Refuse data whose fields differ from those the model was trained on (another grid is fine)."""
-    keys = ("kind", "channels", "in_channels", "channel_names", "constant_names")
-    differ = [k for k in keys if k in trained and k in now and trained[k] != now[k]]
-    if differ:
-        raise UserError("the model was trained on other fields than these data hold: "
-                        + "; ".join(f"{k} {trained[k]} when trained, {now[k]} now" for k in differ)
-                        + ". Predict on files of the same layout (data.keys, data.layout as in training)")
 
 
 def predict(cfg: DictConfig) -> dict:

@@ -40,7 +40,7 @@ def test_refused_before_any_data_is_made(case, tmp_path, monkeypatch):
             pytest.skip("mlflow is installed here")
     if case == "optimizer option of another rule":
         # what the user typed is read from Hydra's command line: here as train.py would see it
-        monkeypatch.setattr("neuropde.run.command_line_overrides", lambda: ["+optimizer.ns_dtype=float32"])
+        monkeypatch.setattr("neuropde.checks.command_line_overrides", lambda: ["+optimizer.ns_dtype=float32"])
     root = tmp_path / "datasets"
     monkeypatch.setenv("NEUROPDE_DATASETS", str(root))
     overrides, match = CASES[case]

@@ -40,5 +40,5 @@ def linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> dict:
 
 
 # Schedules planned over the run's length (total_steps): a resumed run cannot be made longer or
-# shorter under them, there is no plan past its end (neuropde.run.resume_config says so).
+# shorter under them, there is no plan past its end (neuropde.resume.resume_config says so).
 SPAN_THE_RUN = ("one_cycle", "cosine", "linear_decay")
