@@ -48,7 +48,8 @@ def test_odd_grid_trains_and_predicts(family, grids_seen, data_root, tmp_path):
             assert h % 2 == 0 and w % 2 == 0, f"neuraloperator's SpectralConv got an odd grid {h}×{w}"
         else:
             module.effective_patch(h, w)  # raises unless the map splits into whole patches
-    # it learned the map a -> u (the zero prediction has relative error 1)
+    # it learned the map a -> u (the zero prediction has relative error 1); seeds 1-3 (2026-12-07):
+    # fno 0.12-0.17, lsm 0.06-0.08, so the threshold keeps a margin of 1.75x or more
     assert metrics["test/rel_l2"] < 0.3, metrics["test/rel_l2"]
 
     grids_seen.clear()
