@@ -77,3 +77,25 @@ def test_padding_for_non_periodic_data_ends_on_an_even_grid(n):
     assert seen == [torch.Size([n + pad, n - 1 + model.padding(n - 1)])]
     with pytest.raises(ValueError, match="pad_fraction"):
         FNO(t_in=1, t_out=1, pad_fraction=-0.1)
+
+
+def test_padding_per_axis_keeps_the_periodic_axis_periodic():
+    """pad_fraction=[0, 0.1]: only the second axis is padded (a box with walls in y); the first stays
+    periodic, so the network commutes with shifts along it (and would not, were it padded)."""
+    torch.manual_seed(0)
+    model = FNO(t_in=1, t_out=1, modes=(4, 4), width=4, n_layers=1, pad_fraction=[0.0, 0.1],
+                positional_embedding=None)
+    assert model.padding(29, 0) == 0 and (28 + model.padding(28, 1)) % 2 == 0
+    seen = []
+    handle = model.fno.fno_blocks.convs[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[-2:]))
+    x = torch.randn(2, 1, 29, 28)
+    with torch.no_grad():
+        y = model(x)
+        shifted = model(torch.roll(x, 5, dims=2))
+        across = model(torch.roll(x, 5, dims=3))
+    handle.remove()
+    assert y.shape == x.shape and seen[0] == torch.Size([58, 32])  # the odd periodic axis refined, not padded
+    assert torch.allclose(shifted, torch.roll(y, 5, dims=2), atol=1e-5)
+    assert not torch.allclose(across, torch.roll(y, 5, dims=3), atol=1e-3)
+    with pytest.raises(ValueError, match="one per axis"):
+        FNO(t_in=1, t_out=1, modes=(4, 4), pad_fraction=[0.1, 0.1, 0.1])

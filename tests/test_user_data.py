@@ -102,7 +102,11 @@ def test_pairs_train_with_padding_for_non_periodic_axes(tmp_path, one_thread):
     from neuropde.run import describe_data
 
     describe_data(cfg)
-    assert cfg.data.spec.kind == "pair2d" and cfg.data.window.t_in == 1 and cfg.model.net.pad_fraction > 0
+    assert cfg.data.spec.kind == "pair2d" and cfg.data.window.t_in == 1
+    assert list(cfg.model.net.pad_fraction) == [0.1, 0.1]
+    cfg = compose("train", ["model=fno", *data, "data.periodic=[true,false]"])
+    describe_data(cfg)
+    assert list(cfg.model.net.pad_fraction) == [0.0, 0.1]  # only the wall-bounded axis is padded
     _, metrics = run(tmp_path, "fno", [*data])
     assert np.isfinite(metrics["test/rel_l2"]) and "test/rel_l2_persistence" not in metrics
 

@@ -191,7 +191,8 @@ def _facts(sources: dict, data_cfg: dict) -> dict:
             "channels": len(info.channels), "in_channels": len(info.channels) + len(info.constants),
             "channel_names": list(info.channels), "constant_names": list(info.constants),
             "grid": list(info.space), "periodic": periodic, "L": float(extent[0]), "extent": extent,
-            "fourier_pad_fraction": 0.0 if all(periodic) else PAD_FRACTION,
+            # per axis: Fourier models pad only the non-periodic axes
+            "fourier_pad_fraction": 0.0 if all(periodic) else [0.0 if p else PAD_FRACTION for p in periodic],
             "persistence": not pair, "dt_snap": float(info.dt) if info.dt else 1.0}
     facts = {"resolution": int(info.space[0]), "spec": spec}
     if pair:

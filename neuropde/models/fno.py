@@ -47,6 +47,7 @@ class FNO(nn.Module):
         then the fraction of all layers' dense parameters kept.
     pad_fraction : 0 for periodic data; otherwise each axis of n points is zero-padded (high side) by
         ceil(pad_fraction * n) points, plus one if that leaves it odd, and cropped after the network.
+        One value for every axis, or one per axis (0 on the periodic ones).
     backend : ``neuralop`` (neuraloperator's FNO, the baseline) or ``neuropde`` (the same network
         on neuropde's SpectralConv, faster; dense weights only).
     """
@@ -58,9 +59,12 @@ class FNO(nn.Module):
         super().__init__()
         if backend not in ("neuralop", "neuropde"):
             raise ValueError(f"backend must be neuralop or neuropde, got {backend!r}")
-        if not 0.0 <= float(pad_fraction) <= 1.0:
-            raise ValueError(f"pad_fraction must be in [0, 1], got {pad_fraction}")
-        self.pad_fraction = float(pad_fraction)
+        fractions = list(pad_fraction) if isinstance(pad_fraction, (list, tuple)) else [pad_fraction] * len(modes)
+        if len(fractions) != len(modes) or not all(0.0 <= float(f) <= 1.0 for f in fractions):
+            raise ValueError(f"pad_fraction must be in [0, 1], one value or one per axis ({len(modes)}), "
+                             f"got {pad_fraction}")
+        # per axis: > 0 on non-periodic axes (a Darcy box, a Well set with walls in y), 0 on periodic ones
+        self.pad_fractions = [float(f) for f in fractions]
         self.t_in, self.t_out = int(t_in), int(t_out)
         factorization = None if factorization in (None, "dense") else factorization
         if factorization not in (None, "tucker", "cp", "tt"):
@@ -102,12 +106,18 @@ class FNO(nn.Module):
             raise ValueError(f"this FNO has {self.dim} spatial axes (len(modes)), got input of shape "
                              f"{tuple(x.shape)}; give as many modes as the data has spatial axes")
         space = x.shape[2:]
-        if self.pad_fraction > 0:
-            pads = [p for n in reversed(space) for p in (0, self.padding(n))]  # F.pad: last axis first
-            return self.fno(F.pad(x, pads))[(..., *(slice(0, n) for n in space))]
+        if any(self.pad_fractions):
+            padding = [self.padding(n, axis) for axis, n in enumerate(space)]
+            padded = F.pad(x, [p for q in reversed(padding) for p in (0, q)])  # F.pad: last axis first
+            return self._run(padded)[(..., *(slice(0, n) for n in space))]
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on x; an odd axis (periodic: padded ones are made even) is, for neuraloperator,
+        Fourier-refined by 2 (exact interpolation of the input) and every other point kept, so that
+        its SpectralConv never sees an odd size and pointwise layers see the original points."""
+        space = x.shape[2:]
         if self.backend == "neuralop" and any(n % 2 for n in space):
-            # Run on the grid refined by 2 on the odd axes (exact Fourier interpolation of the
-            # input) and keep every other point: pointwise layers then see the original points.
             factors = [1 + n % 2 for n in space]
             fine = fourier_resample(x, tuple(f * n for f, n in zip(factors, space)))
             return self.fno(fine)[(..., *(slice(None, None, f) for f in factors))]
@@ -118,7 +128,11 @@ class FNO(nn.Module):
         """Grid points per axis that hold ``modes`` (neuraloperator counts the modes of both signs)."""
         return [int(m) for m in modes]
 
-    def padding(self, n: int) -> int:
-        """Points added after an axis of n points: ceil(pad_fraction * n), made even in total."""
-        pad = math.ceil(self.pad_fraction * n)
+    def padding(self, n: int, axis: int = 0) -> int:
+        """Points added after ``axis`` of n points: ceil(its pad fraction * n), made even in total;
+        none on a periodic axis (fraction 0), whose wrap-around is the data's own."""
+        fraction = self.pad_fractions[axis]
+        if fraction == 0:
+            return 0
+        pad = math.ceil(fraction * n)
         return pad + (n + pad) % 2
