@@ -43,6 +43,11 @@ def check_compatible(cfg: DictConfig) -> None:
         raise UserError(f"model={cfg.model.family} does not take data={cfg.data.name} (a {kind} data set); "
                         f"it takes: {', '.join(datasets_of_kind(kinds)) or kinds}")
     spec = cfg.data.spec
+    periodic = spec.get("periodic")
+    if cfg.model.get("periodic_only", False) and periodic is not None and not all(periodic):
+        raise UserError(f"model={cfg.model.family} takes periodic fields (its spectral layers wrap around every axis), "
+                        f"and data={cfg.data.name} is periodic only along {list(periodic)}: use model=fno, which "
+                        "pads the other axes, or data.periodic=true if the fields are periodic after all")
     if int(spec.get("in_channels", 1)) > 1 and not cfg.model.get("multichannel", False):
         fields = list(spec.get("channel_names") or []) + list(spec.get("constant_names") or [])
         raise UserError(f"model={cfg.model.family} takes one field per frame, and data={cfg.data.name} has "

@@ -296,3 +296,13 @@ def test_in_memory_reads_once_and_finds_nan(tmp_path):
     u[3, 1, 0, 0] = np.inf
     np.savez(tmp_path / "bad.npz", u=u)
     refused(tmp_path, ["data=file", f"data.path={tmp_path / 'bad.npz'}", "data.in_memory=true"], "NaN/Inf")
+
+
+@pytest.mark.parametrize("family", ["sfno", "observer"])
+def test_periodic_only_models_refuse_walls(tmp_path, family):
+    from neuropde.run import train
+
+    np.savez(tmp_path / "u.npz", u=trajectories())
+    with pytest.raises(UserError, match=f"model={family} takes periodic fields.*model=fno"):
+        train(compose("train", [f"model={family}", "data=file", f"data.path={tmp_path / 'u.npz'}",
+                                "data.periodic=[true,false]", f"run_dir={tmp_path / 'run'}"]))
