@@ -16,6 +16,7 @@ Writes ``results/<mode>.json``: per (domain, N, tol, solver) the mean iterations
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import time
@@ -33,6 +34,8 @@ from neuropde.solvers import cg, incomplete_cholesky
 from neuropde.solvers.dcdm import dcdm_solve
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 MODES = {"quick": {"train": ["experiment=dcdm_quick"], "sizes": (32, 64), "systems": 2},
          "full": {"train": ["experiment=dcdm_quick", "data=poisson", "trainer.accelerator=gpu", "trainer.max_epochs=50"],
                   "sizes": (64, 128), "systems": 4},
@@ -100,12 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="where the training run goes (default: runs/ here)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-dcdm-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "dcdm", args.smoke, args.out)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     task, train_metrics = trained_task(mode, Path(args.out), device)
     results = {"solves": [], "train": {k: train_metrics[k] for k in ("params", "epochs", "sec_per_epoch", "test/rel_l2")}}

@@ -22,6 +22,7 @@ RVE), every run's medians by RVE and loss, the timings and the machine.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import statistics
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 MODES = {
     "quick": {"rves": {"fibre": "rve", "ellipse": "rve_ellipse"}, "losses": ("physics", "data", "energy"),
               "extra": ["trainer.enable_progress_bar=false"], "fe_points": 20, "repeats": 5},
@@ -112,12 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-equino-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "equino", args.smoke, args.out)
     cfg = MODES[mode]
     t0 = time.perf_counter()
     runs = train_runs(mode, Path(args.out))

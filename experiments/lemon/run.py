@@ -50,6 +50,7 @@ pretraining runs' own test errors, the acceptance checks, and ``results/<mode>_e
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import statistics
@@ -59,6 +60,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 PRETRAIN_FAMILIES = ("advection", "heat", "kdv", "ks", "fisher_kpp", "allen_cahn", "wave", "klein_gordon")
 HELD_OUT = "burgers"
 METHODS = ("scratch", "finetune", "lora", "lora_all", "meta")
@@ -407,13 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--operators", type=int, help="held-out operators adapted to, one at a time (quick: 5)")
     args = p.parse_args(argv)
     if args.smoke:
-        import tempfile
-
         global PRETRAIN_FAMILIES
         PRETRAIN_FAMILIES = SMOKE_FAMILIES
-        args.out = args.out or tempfile.mkdtemp(prefix="neuropde-smoke-lemon-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "lemon", args.smoke, args.out)
     if args.budgets:
         seeds = tuple(args.seeds) if args.seeds else MODES["quick"]["seeds"]
         lrs = tuple(args.lrs) if args.lrs else BUDGET_LRS

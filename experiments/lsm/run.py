@@ -18,6 +18,7 @@ epochs, seconds per epoch, training seconds and test errors, and prints the READ
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import math
 import platform
@@ -31,6 +32,8 @@ from neuropde.data.store import atomic_write_json
 from neuropde.run import compose_config, train
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 
 # Shared by every run: the quick experiments' optimiser and schedule.
 COMMON = ["scheduler=onecycle", "optimizer=adamw", "optimizer.lr=3e-3", "logger=none",
@@ -100,12 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-lsm-")
-    path = (Path(args.out) / "results" if args.smoke else HERE / "results") / f"{mode}.json"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "lsm", args.smoke, args.out)
+    path = results_dir / f"{mode}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     done = {(r["data"], r["model"]): r for r in results.get("runs", [])}
     for data in args.data:

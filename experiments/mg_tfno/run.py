@@ -24,6 +24,7 @@ saved-tensor hook with each storage counted once.
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import time
@@ -35,6 +36,8 @@ from neuropde.data.store import atomic_write_json
 from neuropde.run import compose_config, train
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 
 # (spectral weights, multi-grid levels): dense FNO weights, per-layer Tucker (TFNO), and one Tucker tensor
 # for all layers (the paper's joint factorisation), each on whole fields (L = 0) and on 4^L patches.
@@ -151,12 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-mg_tfno-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "mg_tfno", args.smoke, args.out)
     # seed 0 and the mode's budget: results/<mode>.json, runs/<mode>/
     tag = mode + (f"_seed{args.seed}" if args.seed else "") + (f"_e{args.epochs}" if args.epochs else "")
     if args.epochs:

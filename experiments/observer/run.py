@@ -24,6 +24,7 @@ networks, faster on a CPU) change the training budget and speed; both show in th
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import time
@@ -40,6 +41,8 @@ from neuropde.run import compose_config, build_datamodule, build_task, predict_c
 from neuropde.tasks.observer import without_horizon
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 DATA = {"quick": ["ks", "kdv"], "full": ["ks_64", "ns2d"], "smoke": ["ks_tiny", "kdv_tiny"]}
 # --smoke: observer_tiny, its test trajectories long enough for warm-up + 4 windows (a data set name of their own)
 SMOKE = ["experiment=observer_tiny", "data.generator.n_frames=56", "data.samples.test=2"]
@@ -183,12 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-observer-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "observer", args.smoke, args.out)
     path = results_dir / f"{mode}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     gains_path = results_dir / f"{mode}_gains.json"

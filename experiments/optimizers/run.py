@@ -32,6 +32,8 @@ import torch
 from neuropde.data.store import atomic_write_json
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 ROOT = HERE.parents[1]
 RULES = ("adamw", "muon", "auon", "hybrid_auon", "root", "muon_randomized")
 SEEDS = (0, 1, 2)
@@ -147,12 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="where the run dirs go (default: runs/quick here)")
     args = p.parse_args(argv)
     mode = "smoke" if args.smoke else "quick"
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-optimizers-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    out = Path(args.out or HERE / "runs" / "quick").resolve()
+    out, results_dir = study_dirs(HERE, "optimizers", args.smoke, args.out, runs=HERE / "runs" / "quick")
+    out = Path(out).resolve()
     t0 = time.perf_counter()
     if not args.collect:
         unknown = set(args.rules.split(",")) - set(RULES)

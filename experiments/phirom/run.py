@@ -28,6 +28,7 @@ into ``results/full_ns2d.json``, with the same two methods; it has not been run 
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import statistics
@@ -38,6 +39,8 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 METHODS = {"phirom": "solver", "dataonly": "latent"}
 MODES = {
     "quick": {"experiment": "phirom_quick", "data": "burgers_nu", "train_frames": 40, "frames": 80,
@@ -115,12 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--observations", nargs="*", help="subset of: full sparse")
     p.add_argument("--studies", nargs="*", help="subset of: burgers ns2d (--full runs both)")
     args = p.parse_args(argv)
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-phirom-")
-    args.results = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, args.results = study_dirs(HERE, "phirom", args.smoke, args.out)
     studies = STUDIES["quick" if args.quick else "smoke" if args.smoke else "full"]
     for name, mode in studies.items():
         if not args.studies or name in args.studies:

@@ -49,6 +49,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 ROOT = HERE.parents[1]
 MODES = {
     "quick": {"dims": (100, 1_000, 10_000), "device": "cpu",
@@ -252,12 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reuse-timings", action="store_true",
                    help="take the step timings from the existing results/<mode>.json instead of measuring again")
     args = p.parse_args(argv)
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-sdgd-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    args.out = args.out or str(HERE / "runs")
+    args.out, results_dir = study_dirs(HERE, "sdgd", args.smoke, args.out)
     if args.measure:
         dim, estimator, steps, device = args.measure
         print(json.dumps(measure(int(dim), estimator, int(steps), device)))

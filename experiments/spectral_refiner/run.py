@@ -11,6 +11,7 @@ refinement at the training grid and zero-shot at 256², and writes results/<mode
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 import platform
 import time
@@ -22,6 +23,8 @@ from neuropde.data.store import atomic_write_json
 from neuropde.run import compose_config, predict, train
 
 HERE = Path(__file__).resolve().parent
+sys.path.append(str(HERE.parent))  # experiments/: study.py
+from study import study_dirs  # noqa: E402
 
 MODES = {
     # at 256² a CPU refines one trajectory in about a minute: the quick zero-shot check takes the
@@ -45,12 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="where run dirs go (default: runs/ here)")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
-    if args.smoke and args.out is None:
-        import tempfile
-
-        args.out = tempfile.mkdtemp(prefix="neuropde-smoke-refiner-")
-    results_dir = Path(args.out) / "results" if args.smoke else HERE / "results"
-    out = Path(args.out or HERE / "runs") / mode
+    out, results_dir = study_dirs(HERE, "refiner", args.smoke, args.out)
+    out = Path(out) / mode
     refine = ["refine.enabled=true", *MODES[mode].get("refine", [])]
     t0 = time.perf_counter()
 

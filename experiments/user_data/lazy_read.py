@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,12 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.append(str(HERE.parent / "bench"))  # experiments/bench/common.py: what ran it
+from common import describe  # noqa: E402
 SIZE, FRAMES = 128, 40          # grid and frames per trajectory: 2.6 MB a trajectory
 
 
@@ -117,6 +119,9 @@ def read_rate(path: Path, batches: int) -> dict:
         def constants(self, i):
             return None
 
+        def where(self, i):
+            return self.src.where(i)
+
         def close(self):
             pass
 
@@ -139,18 +144,19 @@ def read_rate(path: Path, batches: int) -> dict:
             "in_memory_windows_per_s": rate(held), "in_memory_trajectories": len(held)}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gb", type=float, default=8.0, help="size of the file (GB)")
     parser.add_argument("--steps", type=int, default=300, help="training steps of each run (batch 8)")
     parser.add_argument("--dir", default=None, help="where the file goes (default: a temporary folder)")
-    parser.add_argument("--out", default=str(HERE / "results"), help="folder of the results JSON")
+    parser.add_argument("--out", default=None, help="folder of the results JSON (default: results/, or a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the file")
     parser.add_argument("--smoke", action="store_true", help="0.05 GB, 5 steps, results into a temporary folder")
     parser.add_argument("--reading-only", action="store_true", help="the loader's rate without training runs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
-        args.gb, args.steps, args.out = 0.05, 5, tempfile.mkdtemp(prefix="lazy_read_smoke_")
+        args.gb, args.steps = 0.05, 5
+    args.out = args.out or (tempfile.mkdtemp(prefix="lazy_read_smoke_") if args.smoke else str(HERE / "results"))
     work = Path(args.dir or tempfile.mkdtemp(prefix="lazy_read_"))
     work.mkdir(parents=True, exist_ok=True)
     path = work / "big.h5"
@@ -165,7 +171,7 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             (out / "lazy_read_reading.json").write_text(json.dumps(
                 {"file_gb": size_gb, "trajectories": n, "grid": SIZE, "frames": FRAMES, **reading,
-                 "cpu": _cpu_name()}, indent=2))
+                 "machine": describe(torch.device("cpu"))}, indent=2))
             return
         runs = {}
         for name, in_memory in (("lazy", False), ("in_memory", True)):
@@ -177,21 +183,13 @@ def main() -> None:
     result = {"file_gb": size_gb, "trajectories": n, "grid": SIZE, "frames": FRAMES, "steps": args.steps,
               "batch": 8, "runs": runs, "reading_only": reading,
               "samples_per_s_ratio": runs["lazy"]["samples_per_s"] / runs["in_memory"]["samples_per_s"],
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "cpu": _cpu_name()}
+              "machine": describe(torch.device("cpu"))}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "lazy_read_smoke.json" if args.smoke else "lazy_read.json"
     (out / name).write_text(json.dumps(result, indent=2))
     print(f"lazy peak RSS {runs['lazy']['peak_rss_mb']:.0f} MB (in memory {runs['in_memory']['peak_rss_mb']:.0f} MB); "
           f"samples/s lazy / in memory = {result['samples_per_s_ratio']:.2f}; results in {out / name}")
-
-
-def _cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ from neuropde.data.generators import ensure_generated  # noqa: E402
 from neuropde.run import compose_config, data_root, to_dict, train  # noqa: E402
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny data and model, results into a temporary folder")
     parser.add_argument("--out", default=None, help="folder of the results JSON (default: results/, or a temporary one)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     data, experiment = ("ns2d_tiny", "fno_tiny") if args.smoke else ("ns2d_small", "fno_quick")
     out = Path(args.out or (tempfile.mkdtemp(prefix="same_data_") if args.smoke else HERE / "results"))
     work = Path(tempfile.mkdtemp(prefix="same_data_work_"))

@@ -79,6 +79,28 @@ class GeneratedDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         raise NotImplementedError
 
+    def _stride(self, split: str) -> int | None:
+        """Distance between window starts: ``window.stride`` in training, ``eval_stride`` otherwise."""
+        w = self.cfg["window"]
+        return w.get("stride", 1) if split == "train" else w.get("eval_stride", w.get("stride", 1))
+
+    def _batches(self, ds: Dataset, shuffle: bool) -> DataLoader:
+        """The loader of ``ds`` with the config's batch size and workers; training shuffles by
+        (seed, epoch) (:class:`EpochShuffle`), evaluation keeps the order."""
+        ld = self.cfg["loader"]
+        # pinned host batches make Lightning's copy to the GPU asynchronous (it passes non_blocking)
+        pin = ld.get("pin_memory", "auto")
+        pin = self._on_cuda() if pin in (None, "auto") else bool(pin)
+        workers = int(ld.get("num_workers", 0))
+        return DataLoader(ds, batch_size=int(ld["batch_size"]),
+                          sampler=EpochShuffle(len(ds), self.seed) if shuffle else None,
+                          num_workers=workers, drop_last=False, pin_memory=pin, persistent_workers=workers > 0)
+
+    def _on_cuda(self) -> bool:
+        """Whether the attached trainer runs on a CUDA device (False when there is none)."""
+        trainer = getattr(self, "_trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
@@ -126,18 +148,5 @@ class TrajectoryDataModule(GeneratedDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         w = self.cfg["window"]
-        stride = w.get("stride", 1) if split == "train" else w.get("eval_stride", w.get("stride", 1))
-        ds = TrajectoryWindows(self.load(split), int(w["t_in"]), int(w["t_out"]), stride)
-        ld = self.cfg["loader"]
-        # pinned host batches make Lightning's copy to the GPU asynchronous (it passes non_blocking)
-        pin = ld.get("pin_memory", "auto")
-        pin = self._on_cuda() if pin in (None, "auto") else bool(pin)
-        return DataLoader(ds, batch_size=int(ld["batch_size"]),
-                          sampler=EpochShuffle(len(ds), self.seed) if shuffle else None,
-                          num_workers=int(ld.get("num_workers", 0)), drop_last=False, pin_memory=pin,
-                          persistent_workers=int(ld.get("num_workers", 0)) > 0)
-
-    def _on_cuda(self) -> bool:
-        """Whether the attached trainer runs on a CUDA device (False when there is none)."""
-        trainer = getattr(self, "_trainer", None)
-        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+        ds = TrajectoryWindows(self.load(split), int(w["t_in"]), int(w["t_out"]), self._stride(split))
+        return self._batches(ds, shuffle)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from neuropde.data.datamodule import EpochShuffle, GeneratedDataModule
+from neuropde.data.datamodule import GeneratedDataModule
 from neuropde.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -147,16 +147,10 @@ class FileDataModule(GeneratedDataModule):
         return fields if int(self.cfg["spec"].get("in_channels", 1)) > 1 else fields[:, :, 0]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        source = self.open()[split]
         w = self.cfg["window"]
-        stride = w.get("stride", 1) if split == "train" else w.get("eval_stride", w.get("stride", 1))
         channel_axis = int(self.cfg["spec"].get("in_channels", 1)) > 1
-        ds = SourceWindows(source, int(w["t_in"]), int(w["t_out"]), stride, channel_axis)
-        ld = self.cfg["loader"]
-        workers = int(ld.get("num_workers", 0))
-        return DataLoader(ds, batch_size=int(ld["batch_size"]),
-                          sampler=EpochShuffle(len(ds), self.seed) if shuffle else None,
-                          num_workers=workers, persistent_workers=workers > 0, drop_last=False)
+        ds = SourceWindows(self.open()[split], int(w["t_in"]), int(w["t_out"]), self._stride(split), channel_axis)
+        return self._batches(ds, shuffle)
 
     def teardown(self, stage: str | None = None) -> None:
         for source in (self.sources or {}).values():
