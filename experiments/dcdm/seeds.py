@@ -4,7 +4,7 @@ Trains ``experiment=dcdm_tiny`` (30 epochs, one-cycle, lr 3e-3: the unit test's 
 0..N-1, then solves 2 systems on the unseen ``smoke_like_closed`` domain at 16² with the learned
 directions and with CG (``predict.py`` with ``solve.*``), and records iterations and fallbacks.
 
-    python experiments/dcdm/seeds.py              # 5 seeds (~5 min on 2 CPU cores)
+    python experiments/dcdm/seeds.py              # 5 seeds (4 min here on one thread)
     python experiments/dcdm/seeds.py --smoke      # 2 seeds, 2 epochs, into a temporary folder
 """
 from __future__ import annotations

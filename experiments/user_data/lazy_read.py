@@ -9,7 +9,7 @@ same FNO on it for ``--steps`` steps twice through ``train.py`` (``data=file``):
 and reports each run's peak resident memory (the child's ``ru_maxrss``) and training samples/s.
 The file is deleted afterwards (``--keep`` keeps it).
 
-    python experiments/user_data/lazy_read.py              # 8 GB, 300 steps (~15 min on 2 CPU cores)
+    python experiments/user_data/lazy_read.py              # 8 GB, 300 steps per run (22 min here, one core busy elsewhere)
     python experiments/user_data/lazy_read.py --smoke      # 0.05 GB, 5 steps, into a temporary folder
 """
 from __future__ import annotations

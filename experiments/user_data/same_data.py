@@ -2,7 +2,7 @@
 ``.npz`` (``data=file``) or from its export in The Well's schema (``data=well``) reach the test error
 it reaches on ``data=ns2d_small`` directly? (issue 27: within 2×)
 
-    python experiments/user_data/same_data.py            # fno_quick, 8 epochs each (~10 min on 2 CPU cores)
+    python experiments/user_data/same_data.py            # fno_quick, 8 epochs each (22 min in all here, other jobs on the cores)
     python experiments/user_data/same_data.py --smoke    # ns2d_tiny, fno_tiny: seconds, into a temporary folder
 
 The ``.npz`` holds every trajectory of the three splits, (160, 30, 64, 64), and is split by
